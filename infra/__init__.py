@@ -1,0 +1,1 @@
+"""Cluster layer of gpu-inference: one ComponentResource per module."""

@@ -1,0 +1,65 @@
+"""Facts about the EC2 instance families a pool may name.
+
+Settings use this table to reject a GPU family in a CPU pool (and the reverse);
+the device-plugin and NodeOverlay code use the GPU counts. Sizes that exist for
+a family decide which GPU counts per instance Karpenter can launch, so a shared
+pool gets one NodeOverlay per count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    arch: str  # kubernetes.io/arch value
+    gpu_model: str = ""  # empty for CPU families
+    gpu_memory_gib: int = 0  # per GPU
+    gpu_counts: tuple[int, ...] = ()  # GPUs per instance across the family's sizes
+
+    @property
+    def is_gpu(self) -> bool:
+        return bool(self.gpu_counts)
+
+
+def _gpu(name: str, model: str, memory: int, counts: tuple[int, ...], arch: str = "amd64") -> Family:
+    return Family(name, arch, model, memory, counts)
+
+
+_GPU_FAMILIES = (
+    _gpu("g4dn", "T4", 16, (1, 4, 8)),
+    _gpu("g5", "A10G", 24, (1, 4, 8)),
+    _gpu("g5g", "T4G", 16, (1, 2), arch="arm64"),
+    _gpu("g6", "L4", 24, (1, 4, 8)),
+    _gpu("gr6", "L4", 24, (1,)),
+    _gpu("g6e", "L40S", 48, (1, 4, 8)),
+    _gpu("p4d", "A100", 40, (8,)),
+    _gpu("p4de", "A100", 80, (8,)),
+    _gpu("p5", "H100", 80, (1, 8)),
+    _gpu("p5e", "H200", 141, (8,)),
+    _gpu("p5en", "H200", 141, (8,)),
+)
+
+_CPU_FAMILIES = tuple(
+    Family(name, arch)
+    for arch, names in (
+        ("amd64", ("c5", "c6i", "c6a", "c7i", "c7a", "m5", "m6i", "m6a", "m7i", "m7a", "r6i", "r7i", "r7a")),
+        ("arm64", ("c7g", "m7g", "r7g", "c8g", "m8g")),
+    )
+    for name in names
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in _GPU_FAMILIES + _CPU_FAMILIES}
+GPU_FAMILIES = tuple(sorted(f.name for f in _GPU_FAMILIES))
+CPU_FAMILIES = tuple(sorted(f.name for f in _CPU_FAMILIES))
+
+
+def gpu_counts(families: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """Distinct GPUs-per-instance values across the given families, ascending."""
+    return tuple(sorted({n for name in families for n in FAMILIES[name].gpu_counts}))
+
+
+def architectures(families: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return tuple(sorted({FAMILIES[name].arch for name in families}))

@@ -1,0 +1,205 @@
+"""EKS control plane, its system managed node group and the Kubernetes provider.
+
+Authentication is API mode (access entries, no aws-auth ConfigMap); secrets are
+envelope-encrypted with a customer KMS key; every control-plane log type is on.
+The system node group is small, on-demand and tainted CriticalAddonsOnly: it
+runs Karpenter, CoreDNS and the add-ons, never workloads. Every Kubernetes child
+of this program uses `self.k8s_provider`, never an ambient kubeconfig.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from infra import contract, versions
+from infra.settings import ClusterSettings
+
+CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+NODE_MANAGED_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",
+)
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    settings: ClusterSettings
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: pulumi.Input[list[str]]
+    private_subnet_ids: pulumi.Input[list[str]]
+    tags: dict[str, str]
+
+
+def node_role_policy_arns(partition: str = "aws") -> list[str]:
+    return [f"arn:{partition}:iam::aws:policy/{name}" for name in NODE_MANAGED_POLICIES]
+
+
+def ec2_assume_role_policy() -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+
+
+class Cluster(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:cluster:Cluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        cfg = args.settings
+        self.cluster_name = cfg.name
+
+        self.secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets envelope encryption for {cfg.name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+        )
+        aws.kms.Alias(
+            f"{name}-secrets-alias", name=f"alias/eks/{cfg.name}", target_key_id=self.secrets_key.key_id, opts=child
+        )
+        # Created up front so retention is ours; EKS would otherwise create it with no expiry.
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-control-plane-logs",
+            name=f"/aws/eks/{cfg.name}/cluster",
+            retention_in_days=cfg.log_retention_days,
+            opts=child,
+        )
+        self.eks = eks.Cluster(
+            f"{name}-eks",
+            name=cfg.name,
+            version=cfg.version,
+            vpc_id=args.vpc_id,
+            public_subnet_ids=args.public_subnet_ids,
+            private_subnet_ids=args.private_subnet_ids,
+            node_associate_public_ip_address=False,
+            endpoint_private_access=True,
+            endpoint_public_access=cfg.endpoint_public_access,
+            public_access_cidrs=list(cfg.api_cidrs) or None,
+            authentication_mode=eks.AuthenticationMode.API,
+            access_entries=self._admin_entries(cfg),
+            create_oidc_provider=True,
+            encryption_config_key_arn=self.secrets_key.arn,
+            enabled_cluster_log_types=list(cfg.log_types),
+            deletion_protection=cfg.deletion_protection,
+            # Nodes come from the managed group below and Karpenter, never from the component.
+            skip_default_node_group=True,
+            # Nodes share the EKS-created cluster security group, which Karpenter discovers by tag.
+            skip_default_security_groups=True,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group]),
+        )
+        self.cluster_security_group_id = self.eks.cluster_security_group_id
+        self.oidc_provider_arn = self.eks.oidc_provider_arn
+        self.kubeconfig = pulumi.Output.secret(self.eks.kubeconfig_json)
+
+        # Karpenter's EC2NodeClass selects this group by tag (see contract.DISCOVERY_TAG).
+        aws.ec2.Tag(
+            f"{name}-sg-discovery",
+            resource_id=self.cluster_security_group_id,
+            key=contract.DISCOVERY_TAG,
+            value=cfg.name,
+            opts=child,
+        )
+        self.system_node_group = self._system_nodes(name, args, child)
+        self.pod_identity_agent = aws.eks.Addon(
+            f"{name}-pod-identity-agent",
+            cluster_name=cfg.name,
+            addon_name="eks-pod-identity-agent",
+            addon_version=versions.EKS_ADDONS["eks-pod-identity-agent"],
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.eks, self.system_node_group]),
+        )
+        self.k8s_provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            delete_unreachable=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_node_group]),
+        )
+        self.register_outputs(
+            {
+                "clusterName": self.cluster_name,
+                "clusterSecurityGroupId": self.cluster_security_group_id,
+                "oidcProviderArn": self.oidc_provider_arn,
+                "kubeconfig": self.kubeconfig,
+            }
+        )
+
+    @staticmethod
+    def _admin_entries(cfg: ClusterSettings) -> dict[str, eks.AccessEntryArgs]:
+        scope = aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster")
+        return {
+            f"admin-{i}": eks.AccessEntryArgs(
+                principal_arn=arn,
+                access_policies={
+                    "cluster-admin": eks.AccessPolicyAssociationArgs(policy_arn=CLUSTER_ADMIN_POLICY, access_scope=scope)
+                },
+            )
+            for i, arn in enumerate(cfg.admin_role_arns)
+        }
+
+    def _system_nodes(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions) -> aws.eks.NodeGroup:
+        nodes = args.settings.system_nodes
+        role = aws.iam.Role(f"{name}-system-node-role", assume_role_policy=ec2_assume_role_policy(), opts=opts)
+        attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-system-node-{i}", role=role.name, policy_arn=arn, opts=opts)
+            for i, arn in enumerate(node_role_policy_arns())
+        ]
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-system-lt",
+            block_device_mappings=[
+                aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",
+                    ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=nodes.disk_gib, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                    ),
+                )
+            ],
+            # Hop limit 2: the Karpenter controller (not host-network) reads its region from IMDS.
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2
+            ),
+            tag_specifications=[
+                aws.ec2.LaunchTemplateTagSpecificationArgs(
+                    resource_type=kind, tags={**args.tags, "Name": f"{args.settings.name}-system"}
+                )
+                for kind in ("instance", "volume")
+            ],
+            opts=opts,
+        )
+        return aws.eks.NodeGroup(
+            f"{name}-system",
+            cluster_name=args.settings.name,
+            node_group_name=f"{args.settings.name}-system",
+            node_role_arn=role.arn,
+            subnet_ids=args.private_subnet_ids,
+            instance_types=list(nodes.instance_types),
+            capacity_type="ON_DEMAND",
+            ami_type=versions.SYSTEM_NODE_AMI_TYPE,
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=nodes.min_size, desired_size=nodes.desired_size, max_size=nodes.max_size
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            launch_template=aws.eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            labels=dict(contract.SYSTEM_LABELS),
+            taints=[aws.eks.NodeGroupTaintArgs(**contract.SYSTEM_TAINT.as_eks())],
+            opts=pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(depends_on=[self.eks, *attachments], ignore_changes=["scalingConfig.desiredSize"]),
+            ),
+        )

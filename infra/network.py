@@ -1,0 +1,126 @@
+"""VPC with public and private subnets across AZs, NAT per config.
+
+Private subnets carry Karpenter's discovery tag (nodes launch there) and the
+internal-ELB role tag; public subnets carry the ELB role tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import contract
+from infra.settings import NetworkSettings
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    cluster_name: str
+    settings: NetworkSettings
+    availability_zones: list[str]
+
+
+class Network(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:network:Network", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        cluster_tag = {f"kubernetes.io/cluster/{args.cluster_name}": "shared"}
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.settings.cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": f"{args.cluster_name}-vpc"},
+            opts=child,
+        )
+        self.igw = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=self.vpc.id, tags={"Name": f"{args.cluster_name}-igw"}, opts=child
+        )
+        private_cidrs, public_cidrs = args.settings.subnet_cidrs()
+        self.public_subnets = [
+            self._subnet(name, "public", i, az, cidr, {**cluster_tag, "kubernetes.io/role/elb": "1"}, child)
+            for i, (az, cidr) in enumerate(zip(args.availability_zones, public_cidrs, strict=True))
+        ]
+        private_tags = {
+            **cluster_tag,
+            "kubernetes.io/role/internal-elb": "1",
+            contract.DISCOVERY_TAG: args.cluster_name,
+        }
+        self.private_subnets = [
+            self._subnet(name, "private", i, az, cidr, private_tags, child)
+            for i, (az, cidr) in enumerate(zip(args.availability_zones, private_cidrs, strict=True))
+        ]
+        self._public_routes(name, child)
+        self.nat_gateways = self._nat_gateways(name, args, child)
+        self._private_routes(name, child)
+
+        self.vpc_id = self.vpc.id
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in self.public_subnets])
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in self.private_subnets])
+        self.register_outputs(
+            {
+                "vpcId": self.vpc_id,
+                "publicSubnetIds": self.public_subnet_ids,
+                "privateSubnetIds": self.private_subnet_ids,
+            }
+        )
+
+    def _subnet(
+        self, name: str, tier: str, index: int, az: str, cidr: str, tags: dict[str, str], opts: pulumi.ResourceOptions
+    ) -> aws.ec2.Subnet:
+        return aws.ec2.Subnet(
+            f"{name}-{tier}-{index}",
+            vpc_id=self.vpc.id,
+            cidr_block=cidr,
+            availability_zone=az,
+            map_public_ip_on_launch=False,
+            tags={"Name": f"{name}-{tier}-{az}", "tier": tier, **tags},
+            opts=opts,
+        )
+
+    def _public_routes(self, name: str, opts: pulumi.ResourceOptions) -> None:
+        table = aws.ec2.RouteTable(
+            f"{name}-public-rt",
+            vpc_id=self.vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=self.igw.id)],
+            tags={"Name": f"{name}-public"},
+            opts=opts,
+        )
+        for i, subnet in enumerate(self.public_subnets):
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-rta-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=opts
+            )
+
+    def _nat_gateways(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions) -> list[aws.ec2.NatGateway]:
+        # One NAT per AZ survives an AZ outage; a single NAT is cheaper for dev.
+        count = len(self.public_subnets) if args.settings.nat_gateways == "perAz" else 1
+        gateways = []
+        for i in range(count):
+            eip = aws.ec2.Eip(f"{name}-nat-eip-{i}", domain="vpc", tags={"Name": f"{name}-nat-{i}"}, opts=opts)
+            gateways.append(
+                aws.ec2.NatGateway(
+                    f"{name}-nat-{i}",
+                    allocation_id=eip.id,
+                    subnet_id=self.public_subnets[i].id,
+                    tags={"Name": f"{name}-nat-{i}"},
+                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[self.igw])),
+                )
+            )
+        return gateways
+
+    def _private_routes(self, name: str, opts: pulumi.ResourceOptions) -> None:
+        for i, subnet in enumerate(self.private_subnets):
+            nat = self.nat_gateways[i % len(self.nat_gateways)]
+            table = aws.ec2.RouteTable(
+                f"{name}-private-rt-{i}",
+                vpc_id=self.vpc.id,
+                routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
+                tags={"Name": f"{name}-private-{i}"},
+                opts=opts,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-rta-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=opts
+            )

@@ -1,0 +1,173 @@
+"""Karpenter EC2NodeClasses, NodePools and the NodeOverlays of shared GPU pools.
+
+One EC2NodeClass per pool (root volume and AMI are per pool); one NodePool per
+pool with labels and taints from the contract. A shared pool also gets one
+NodeOverlay per GPUs-per-instance count among its families, so Karpenter knows
+before launch that e.g. a 1-GPU g6 with 4 replicas offers 4 `nvidia.com/gpu`:
+four one-slice pods then need one node, not four.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import contract
+from infra.settings import PoolSettings
+
+KARPENTER_API = "karpenter.sh/v1"
+NODECLASS_API = "karpenter.k8s.aws/v1"
+OVERLAY_API = "karpenter.sh/v1alpha1"
+
+
+@dataclass(frozen=True)
+class NodePoolsArgs:
+    cluster_name: str
+    node_role_name: pulumi.Input[str]
+    pools: Mapping[str, PoolSettings]  # keyed by pool name
+    instance_tags: Mapping[str, str]  # Karpenter launches instances itself: provider default_tags never reach them
+    depends_on: list[pulumi.Resource]  # Karpenter CRDs and controller
+
+
+def pool_contract(name: str, pool: PoolSettings) -> contract.PoolContract:
+    return contract.PoolContract(name=name, gpu_mode=pool.gpu)
+
+
+def gpu_limit(pool: PoolSettings) -> int:
+    """The NodePool's `nvidia.com/gpu` limit.
+
+    Karpenter counts a node's advertised capacity against limits; a shared node
+    advertises replicas x physical GPUs, so the limit is in slices there.
+    """
+    assert pool.max_gpus is not None
+    return pool.max_gpus * (pool.time_slicing_replicas or 1)
+
+
+def block_devices(pool: PoolSettings) -> list[dict]:
+    volume = {
+        "volumeSize": f"{pool.root_volume}Gi",
+        "volumeType": "gp3",
+        "encrypted": True,
+        "deleteOnTermination": True,
+        "iops": 3000,
+        # Image pulls are throughput-bound: GPU pools get more than the gp3 baseline.
+        "throughput": 500 if pool.is_gpu else 125,
+    }
+    if pool.ami_alias.startswith("bottlerocket@"):
+        # Bottlerocket keeps the OS on a small volume and images on the data volume.
+        os_volume = {"volumeSize": "4Gi", "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
+        return [{"deviceName": "/dev/xvda", "ebs": os_volume}, {"deviceName": "/dev/xvdb", "ebs": volume}]
+    return [{"deviceName": "/dev/xvda", "ebs": volume, "rootVolume": True}]
+
+
+def node_class_spec(cluster_name: str, role: str, pool: PoolSettings, tags: Mapping[str, str]) -> dict:
+    discovery = [{"tags": {contract.DISCOVERY_TAG: cluster_name}}]
+    return {
+        "role": role,
+        "amiSelectorTerms": [{"alias": pool.ami_alias}],
+        "subnetSelectorTerms": discovery,
+        "securityGroupSelectorTerms": discovery,
+        # IMDSv2 only, hop limit 1: pods get AWS credentials from Pod Identity, never
+        # the node role through IMDS.
+        "metadataOptions": {
+            "httpEndpoint": "enabled",
+            "httpProtocolIPv6": "disabled",
+            "httpPutResponseHopLimit": 1,
+            "httpTokens": "required",
+        },
+        "blockDeviceMappings": block_devices(pool),
+        "tags": dict(tags),
+    }
+
+
+def node_pool_spec(name: str, pool: PoolSettings) -> dict:
+    terms = pool_contract(name, pool)
+    requirements = [
+        {"key": contract.INSTANCE_FAMILY_LABEL, "operator": "In", "values": list(pool.instance_families)},
+        {"key": contract.CAPACITY_TYPE_LABEL, "operator": "In", "values": list(pool.capacity_types)},
+        {"key": contract.ARCH_LABEL, "operator": "In", "values": list(pool.architectures)},
+        {"key": contract.OS_LABEL, "operator": "In", "values": ["linux"]},
+    ]
+    limits: dict[str, int | str] = {"cpu": pool.max_cpu}
+    if pool.max_memory_gib:
+        limits["memory"] = f"{pool.max_memory_gib}Gi"
+    if pool.is_gpu:
+        limits[contract.GPU_RESOURCE] = gpu_limit(pool)
+    template_spec: dict = {
+        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
+        "requirements": requirements,
+        "expireAfter": pool.expire_after,
+    }
+    if terms.taints():
+        template_spec["taints"] = [t.as_k8s() for t in terms.taints()]
+    spec: dict = {
+        "template": {"metadata": {"labels": terms.labels()}, "spec": template_spec},
+        "disruption": {
+            "consolidationPolicy": pool.consolidation,
+            "consolidateAfter": pool.consolidate_after,
+            "budgets": [b.model_dump(exclude_none=True) for b in pool.disruption_budgets],
+        },
+        "limits": limits,
+    }
+    if pool.weight is not None:
+        spec["weight"] = pool.weight
+    return spec
+
+
+def node_overlay_specs(name: str, pool: PoolSettings) -> dict[str, dict]:
+    """Overlay name -> spec, one per GPUs-per-instance count of a shared pool."""
+    if pool.gpu != "shared":
+        return {}
+    assert pool.time_slicing_replicas is not None
+    return {
+        f"{name}-slices-{count}gpu": {
+            "requirements": [
+                {"key": contract.NODEPOOL_LABEL, "operator": "In", "values": [name]},
+                {"key": contract.INSTANCE_GPU_COUNT_LABEL, "operator": "In", "values": [str(count)]},
+            ],
+            "capacity": {contract.GPU_RESOURCE: str(count * pool.time_slicing_replicas)},
+        }
+        for count in pool.gpu_counts
+    }
+
+
+class NodePools(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NodePoolsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:nodepools:NodePools", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        self.node_classes: dict[str, k8s.apiextensions.CustomResource] = {}
+        self.pools: dict[str, k8s.apiextensions.CustomResource] = {}
+        self.overlays: dict[str, k8s.apiextensions.CustomResource] = {}
+        for key, pool in sorted(args.pools.items()):
+            self.node_classes[key] = k8s.apiextensions.CustomResource(
+                f"{name}-{key}-nodeclass",
+                api_version=NODECLASS_API,
+                kind="EC2NodeClass",
+                metadata={"name": key},
+                spec=pulumi.Output.from_input(args.node_role_name).apply(
+                    lambda role, p=pool: node_class_spec(args.cluster_name, role, p, args.instance_tags)
+                ),
+                opts=child,
+            )
+            self.pools[key] = k8s.apiextensions.CustomResource(
+                f"{name}-{key}",
+                api_version=KARPENTER_API,
+                kind="NodePool",
+                metadata={"name": key},
+                spec=node_pool_spec(key, pool),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, self.node_classes[key]]),
+            )
+            for overlay, spec in node_overlay_specs(key, pool).items():
+                self.overlays[overlay] = k8s.apiextensions.CustomResource(
+                    f"{name}-{overlay}",
+                    api_version=OVERLAY_API,
+                    kind="NodeOverlay",
+                    metadata={"name": overlay},
+                    spec=spec,
+                    opts=child,
+                )
+        self.pool_names = sorted(self.pools)
+        self.register_outputs({"poolNames": self.pool_names, "nodeOverlays": sorted(self.overlays)})

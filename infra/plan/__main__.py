@@ -1,0 +1,52 @@
+"""`python -m infra.plan --stack NAME --out DIR [--config FILE]`
+
+Exit 0: plan written. Exit 2: invalid config (key-path errors on stderr, nothing
+written). Exit 1: the program itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from infra.settings import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    parser = argparse.ArgumentParser(prog="python -m infra.plan", description=__doc__.split("\n")[0])
+    parser.add_argument("--stack", required=True, help="stack name; reads Pulumi.<stack>.yaml unless --config")
+    parser.add_argument("--out", required=True, type=Path, help="directory to write the plan to (replaced)")
+    parser.add_argument("--config", type=Path, help="a stack config file in Pulumi.<stack>.yaml format")
+    args = parser.parse_args(argv)
+
+    # Imports after argument parsing so `--help` stays fast.
+    from infra.plan.run import ROOT, read_stack_file, run_program
+    from infra.plan.writer import PlanWriteError, write_plan
+
+    config_file = args.config or ROOT / f"Pulumi.{args.stack}.yaml"
+    try:
+        config, secret_keys = read_stack_file(config_file)
+        settings, recorded = run_program(config, args.stack, secret_keys)
+    except ConfigError as exc:
+        print(f"error: invalid stack config in {config_file}:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    try:
+        counts = write_plan(args.out, args.stack, config_file, settings, recorded, secret_keys)
+    except PlanWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+    print(
+        f"plan for stack {args.stack}: {counts['resources']} resources, {counts['manifests']} Kubernetes manifests,"
+        f" {counts['helm_releases']} Helm releases -> {args.out} ({elapsed:.2f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

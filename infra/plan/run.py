@@ -1,0 +1,63 @@
+"""Run the real `__main__.py` under recording mocks with a given stack config."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from infra import settings as stack_settings
+from infra.plan.mocks import SECRET, Recorded, RecordingMocks, RecordingMonitor
+
+ROOT = Path(__file__).resolve().parents[2]
+PROGRAM = ROOT / "__main__.py"
+
+
+def read_stack_file(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """(config, secret keys) of a `Pulumi.<stack>.yaml`.
+
+    `secure:` values can only be decrypted by the Pulumi CLI: they become a
+    placeholder that stays marked secret, and their keys are returned.
+    """
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise stack_settings.ConfigError([f"stack config file {path} does not exist"]) from None
+    except yaml.YAMLError as exc:
+        raise stack_settings.ConfigError([f"{path} is not valid YAML: {exc}"]) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+        raise stack_settings.ConfigError([f"{path} must be a mapping with a `config:` mapping"])
+    config = dict(document.get("config") or {})
+    secret_keys = [k for k, v in config.items() if isinstance(v, dict) and set(v) == {"secure"}]
+    for key in secret_keys:
+        config[key] = SECRET
+    return config, secret_keys
+
+
+def run_program(
+    config: Mapping[str, Any], stack: str, secret_keys: list[str] | None = None
+) -> tuple[stack_settings.Settings, list[Recorded]]:
+    """Validate settings, then run the program; returns the settings and every registered resource."""
+    raw = stack_settings.raw_from_stack_config(config)
+    settings = stack_settings.Settings.from_raw(raw)  # raises ConfigError before anything runs
+
+    runtime_config.set_all_config(
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}, secret_keys or []
+    )
+    mocks = RecordingMocks(region=settings.region)
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=stack_settings.PROJECT, stack=stack, preview=False, monitor=monitor)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+    return settings, monitor.recorded

@@ -1,0 +1,151 @@
+"""Write a recorded run as plan files: resources.json, manifests/, helm-releases.yaml, summary.md."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra import versions
+from infra.nodepools import gpu_limit
+from infra.plan.mocks import Recorded
+from infra.settings import Settings
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+
+
+class PlanWriteError(Exception):
+    pass
+
+
+def is_manifest(res: Recorded) -> bool:
+    return res.custom and res.type.startswith("kubernetes:") and res.type != HELM_RELEASE
+
+
+def manifest(res: Recorded) -> dict[str, Any]:
+    """The Kubernetes object a resource creates: apiVersion, kind, metadata first."""
+    obj = {k: v for k, v in res.inputs.items() if not k.startswith("__")}
+    head = {k: obj.pop(k) for k in ("apiVersion", "kind", "metadata") if k in obj}
+    return {**head, **obj}
+
+
+def manifest_filename(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    parts = [obj["kind"].lower(), meta.get("namespace", ""), meta["name"]]
+    return "_".join(p for p in parts if p) + ".yaml"
+
+
+def helm_release(res: Recorded) -> dict[str, Any]:
+    inputs = res.inputs
+    return {
+        "name": inputs.get("name", res.name),
+        "namespace": inputs.get("namespace", "default"),
+        "chart": inputs["chart"],
+        "repo": (inputs.get("repositoryOpts") or {}).get("repo", ""),
+        "version": inputs.get("version", ""),
+        "values": inputs.get("values", {}),
+    }
+
+
+def write_plan(
+    out: Path, stack: str, config_file: Path, settings: Settings, recorded: list[Recorded], secret_keys: list[str]
+) -> dict[str, int]:
+    manifests = [manifest(r) for r in recorded if is_manifest(r)]
+    releases = [helm_release(r) for r in recorded if r.type == HELM_RELEASE]
+    names = [manifest_filename(m) for m in manifests]
+    dupes = [n for n, c in Counter(names).items() if c > 1]
+    if dupes:
+        raise PlanWriteError(f"two Kubernetes objects would share a name: {', '.join(dupes)}")
+
+    _check_replaceable(out)
+    staging = Path(tempfile.mkdtemp(prefix=".plan-", dir=out.parent if out.parent.exists() else None))
+    try:
+        (staging / "manifests").mkdir()
+        document = {
+            "stack": stack,
+            "configFile": str(config_file),
+            "metadata": {"secretConfigKeys": secret_keys},
+            "resources": [r.as_json() for r in recorded],
+        }
+        (staging / "resources.json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+        for name, obj in zip(names, manifests, strict=True):
+            (staging / "manifests" / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+        (staging / "helm-releases.yaml").write_text(yaml.safe_dump(releases, sort_keys=False))
+        (staging / "summary.md").write_text(summary(stack, settings, recorded, manifests, releases, secret_keys))
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return {"resources": len(recorded), "manifests": len(manifests), "helm_releases": len(releases)}
+
+
+def _check_replaceable(out: Path) -> None:
+    """Replace only an earlier plan or an empty directory, never arbitrary files."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "resources.json").exists())):
+        raise PlanWriteError(f"{out} exists and is not an earlier plan; choose another --out")
+
+
+def summary(
+    stack: str,
+    settings: Settings,
+    recorded: list[Recorded],
+    manifests: list[dict[str, Any]],
+    releases: list[dict[str, Any]],
+    secret_keys: list[str],
+) -> str:
+    lines = [f"# Offline plan: stack `{stack}`", ""]
+    lines += [
+        f"Region `{settings.region}`, environment `{settings.environment}`, cluster `{settings.cluster.name}`"
+        f" (Kubernetes {settings.cluster.version}), {settings.network.az_count} AZs,"
+        f" NAT `{settings.network.nat_gateways}`, API endpoint"
+        f" {'public (' + ', '.join(settings.cluster.api_cidrs) + ') and private' if settings.cluster.endpoint_public_access else 'private only'}.",
+        "",
+    ]
+    if secret_keys:
+        lines += [
+            "Secret config values (`secure:`) can only be decrypted by the Pulumi CLI; this plan used a"
+            f" placeholder for: {', '.join(f'`{k}`' for k in secret_keys)}.",
+            "",
+        ]
+    pools = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "NodePool"}
+    lines += [
+        "## Node pools",
+        "",
+        "| pool | gpu | families | capacity types | limits (rendered) | time-slicing replicas | consolidation |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, pool in sorted(settings.node_pools.items()):
+        rendered = pools.get(name, {}).get("spec", {})
+        limits = ", ".join(f"{k}={v}" for k, v in rendered.get("limits", {}).items())
+        if pool.gpu == "shared":
+            limits += f" ({pool.max_gpus} physical GPUs x {pool.time_slicing_replicas})"
+        disruption = rendered.get("disruption", {})
+        lines.append(
+            f"| {name} | {pool.gpu} | {', '.join(pool.instance_families)} | {', '.join(pool.capacity_types)}"
+            f" | {limits} | {pool.time_slicing_replicas or '-'} | {disruption.get('consolidationPolicy')}"
+            f" after {disruption.get('consolidateAfter')} |"
+        )
+        if pool.is_gpu:
+            assert gpu_limit(pool) == rendered.get("limits", {}).get("nvidia.com/gpu"), name
+    lines += ["", "## Resources by type", "", "| type | count |", "|---|---|"]
+    for typ, count in sorted(Counter(r.type for r in recorded).items()):
+        lines.append(f"| `{typ}` | {count} |")
+    lines += ["", f"Total: {len(recorded)} resources, {len(manifests)} Kubernetes manifests,"
+              f" {len(releases)} Helm releases.", ""]
+    lines += ["## Helm releases", "", "| release | namespace | chart | version |", "|---|---|---|---|"]
+    for rel in releases:
+        chart = rel["chart"] if not rel["repo"] else f"{rel['repo']} {rel['chart']}"
+        lines.append(f"| {rel['name']} | {rel['namespace']} | `{chart}` | {rel['version']} |")
+    lines += ["", "## Pinned versions (infra/versions.py)", "", "| component | version |", "|---|---|"]
+    for name, version in versions.pinned_versions().items():
+        lines.append(f"| {name} | `{version}` |")
+    return "\n".join(lines) + "\n"

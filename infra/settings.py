@@ -1,0 +1,473 @@
+"""Typed stack settings: the only reader of `pulumi.Config`.
+
+`Settings.from_raw(raw)` is pure: it takes the stack's config as a dict (keys
+without the `gpu-inference:` prefix, plus `aws:region`) and returns frozen
+models or raises `ConfigError` whose lines each name the full key path, the bad
+value and what is allowed. `load()` wraps `pulumi.Config` and is called once,
+before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from infra import catalog, versions
+
+PROJECT = "gpu-inference"
+
+# Karpenter's own patterns (NodePool CRD v1), so a bad value fails here, not at `up`.
+DURATION = r"^([0-9]+(s|m|h))+$"
+DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
+BUDGET_NODES = r"^((100|[0-9]{1,2})%|[0-9]+)$"
+BUDGET_DURATION = r"^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$"
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+AMI_ALIAS = r"^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\.[0-9]+\.[0-9]+)$"
+IAM_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]+$"
+REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"  # commercial partition only (ARNs use `aws`)
+
+ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
+CapacityType = Literal["spot", "on-demand"]
+LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+
+
+class ConfigError(ValueError):
+    """Invalid stack config; `lines` holds one readable message per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("invalid stack config:\n  " + "\n  ".join(lines))
+
+
+def _field_error(key: str, message: str, value: Any) -> PydanticCustomError:
+    """An error about `key` inside the model being validated (cross-field rules).
+
+    `{got}` in `message` becomes the JSON form of `value`.
+    """
+    return PydanticCustomError("field", message, {"field": key, "got": json.dumps(value)})
+
+
+def _value_error(kind: str, message: str, value: Any) -> PydanticCustomError:
+    """An error about the field being validated; `{got}` becomes the JSON form of `value`."""
+    return PydanticCustomError(kind, message, {"got": json.dumps(value)})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=False)
+
+
+class DisruptionBudget(_Model):
+    nodes: Annotated[str, Field(pattern=BUDGET_NODES)] = "10%"
+    schedule: str | None = None
+    duration: Annotated[str, Field(pattern=BUDGET_DURATION)] | None = None
+    reasons: tuple[Literal["Underutilized", "Empty", "Drifted"], ...] | None = None
+
+    @model_validator(mode="after")
+    def _schedule_with_duration(self) -> DisruptionBudget:
+        if (self.schedule is None) != (self.duration is None):
+            missing, present = ("duration", "schedule") if self.duration is None else ("schedule", "duration")
+            raise _field_error(missing, f"is required when {present} is set (Karpenter needs both or neither)", None)
+        return self
+
+
+class PoolSettings(_Model):
+    """One Karpenter NodePool. Key names are fixed: other tools edit them."""
+
+    gpu: Literal["none", "dedicated", "shared"]
+    instance_families: Annotated[tuple[str, ...], Field(alias="instanceFamilies", min_length=1)]
+    capacity_types: Annotated[tuple[CapacityType, ...], Field(alias="capacityTypes", min_length=1)]
+    max_cpu: Annotated[int, Field(alias="maxCpu", ge=1, le=100_000)]
+    max_memory_gib: Annotated[Annotated[int, Field(ge=1)] | None, Field(alias="maxMemoryGib")] = None
+    max_gpus: Annotated[Annotated[int, Field(ge=1, le=10_000)] | None, Field(alias="maxGpus")] = None
+    time_slicing_replicas: Annotated[Annotated[int, Field(ge=2, le=48)] | None, Field(alias="timeSlicingReplicas")] = None
+    consolidation: ConsolidationPolicy = "WhenEmptyOrUnderutilized"
+    consolidate_after: Annotated[str, Field(alias="consolidateAfter", pattern=DURATION_OR_NEVER)] = "1m"
+    expire_after: Annotated[str, Field(alias="expireAfter", pattern=DURATION_OR_NEVER)] = "720h"
+    disruption_budgets: Annotated[tuple[DisruptionBudget, ...], Field(alias="disruptionBudgets", min_length=1)] = (
+        DisruptionBudget(),
+    )
+    root_volume_gib: Annotated[Annotated[int, Field(ge=20, le=16_384)] | None, Field(alias="rootVolumeGib")] = None
+    ami_alias: Annotated[str, Field(alias="amiAlias", pattern=AMI_ALIAS)] = f"al2023@{versions.EKS_AMI_RELEASE}"
+    weight: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @field_validator("instance_families", "capacity_types")
+    @classmethod
+    def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise _value_error("duplicates", "must not repeat {got}", dupes)
+        return value
+
+    @model_validator(mode="after")
+    def _gpu_rules(self) -> PoolSettings:
+        is_gpu = self.gpu != "none"
+        unknown = [f for f in self.instance_families if f not in catalog.FAMILIES]
+        if unknown:
+            raise _field_error(
+                "instanceFamilies",
+                f"names unknown instance families {{got}}; known GPU families: {', '.join(catalog.GPU_FAMILIES)};"
+                f" known CPU families: {', '.join(catalog.CPU_FAMILIES)}",
+                unknown,
+            )
+        wrong = [f for f in self.instance_families if catalog.FAMILIES[f].is_gpu != is_gpu]
+        if wrong:
+            allowed = catalog.GPU_FAMILIES if is_gpu else catalog.CPU_FAMILIES
+            kind = "GPU" if is_gpu else "CPU"
+            raise _field_error(
+                "instanceFamilies",
+                f"must name only {kind} families since gpu is {self.gpu} (got {{got}}); allowed: {', '.join(allowed)}",
+                wrong,
+            )
+        if is_gpu and self.max_gpus is None:
+            raise _field_error("maxGpus", "is required for GPU pools (an integer >= 1)", None)
+        if not is_gpu and self.max_gpus is not None:
+            raise _field_error("maxGpus", "is only allowed on GPU pools (gpu: dedicated or shared)", self.max_gpus)
+        if self.gpu == "shared" and self.time_slicing_replicas is None:
+            raise _field_error("timeSlicingReplicas", "is required for shared GPU pools (an integer 2..48)", None)
+        if self.gpu != "shared" and self.time_slicing_replicas is not None:
+            raise _field_error(
+                "timeSlicingReplicas", "is only allowed on shared GPU pools (gpu: shared)", self.time_slicing_replicas
+            )
+        if self.consolidation == "WhenEmptyOrUnderutilized" and self.consolidate_after == "Never":
+            raise _field_error(
+                "consolidateAfter", "cannot be Never with consolidation WhenEmptyOrUnderutilized", "Never"
+            )
+        return self
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu != "none"
+
+    @property
+    def root_volume(self) -> int:
+        """GPU images are 10-20 GB and pulled unpacked: GPU pools default larger."""
+        if self.root_volume_gib is not None:
+            return self.root_volume_gib
+        return 200 if self.is_gpu else 50
+
+    @property
+    def gpu_counts(self) -> tuple[int, ...]:
+        return catalog.gpu_counts(self.instance_families)
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return catalog.architectures(self.instance_families)
+
+
+class NetworkSettings(_Model):
+    cidr: str = "10.0.0.0/16"
+    az_count: Annotated[int, Field(alias="azCount", ge=2, le=6)] = 2
+    availability_zones: Annotated[tuple[str, ...] | None, Field(alias="availabilityZones")] = None
+    nat_gateways: Annotated[Literal["single", "perAz"], Field(alias="natGateways")] = "single"
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value)
+        except ValueError:
+            raise _value_error("cidr", "must be an IPv4 network in CIDR form such as 10.0.0.0/16 (got {got})", value) from None
+        if not 16 <= net.prefixlen <= 20:
+            raise _value_error("cidr", "must have a prefix length between /16 and /20 (got {got})", value)
+        if not net.is_private:
+            raise _value_error("cidr", "must be a private (RFC 1918) range (got {got})", value)
+        return value
+
+    @model_validator(mode="after")
+    def _zones_match(self) -> NetworkSettings:
+        zones = self.availability_zones
+        if zones is not None:
+            if len(zones) != self.az_count:
+                raise _field_error(
+                    "availabilityZones", f"must list exactly azCount ({self.az_count}) zones (got {{got}})", list(zones)
+                )
+            if len(set(zones)) != len(zones):
+                raise _field_error("availabilityZones", "must not repeat a zone (got {got})", list(zones))
+        return self
+
+    def subnet_cidrs(self) -> tuple[list[str], list[str]]:
+        """(private, public) CIDRs, one each per AZ.
+
+        Private subnets get the large blocks (pods take VPC IPs with the VPC CNI);
+        public subnets only hold NAT gateways and load balancers, so they share
+        the last block.
+        """
+        net = ipaddress.IPv4Network(self.cidr)
+        private_bits = math.ceil(math.log2(self.az_count + 1))
+        blocks = list(net.subnets(prefixlen_diff=private_bits))
+        public_bits = math.ceil(math.log2(self.az_count))
+        public = list(blocks[-1].subnets(prefixlen_diff=public_bits))[: self.az_count]
+        return [str(b) for b in blocks[: self.az_count]], [str(b) for b in public]
+
+
+class SystemNodeSettings(_Model):
+    instance_types: Annotated[tuple[str, ...], Field(alias="instanceTypes", min_length=1)] = ("m7i.large",)
+    min_size: Annotated[int, Field(alias="minSize", ge=1, le=20)] = 2
+    desired_size: Annotated[int, Field(alias="desiredSize", ge=1, le=20)] = 2
+    max_size: Annotated[int, Field(alias="maxSize", ge=1, le=20)] = 3
+    disk_gib: Annotated[int, Field(alias="diskGib", ge=20, le=1000)] = 50
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SystemNodeSettings:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise _field_error(
+                "desiredSize",
+                f"must be between minSize ({self.min_size}) and maxSize ({self.max_size}) (got {{got}})",
+                self.desired_size,
+            )
+        return self
+
+
+class ClusterSettings(_Model):
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=38)]
+    version: Literal[versions.KUBERNETES_VERSIONS] = versions.DEFAULT_KUBERNETES_VERSION  # type: ignore[valid-type]
+    endpoint_public_access: Annotated[bool, Field(alias="endpointPublicAccess")] = True
+    public_access_cidrs: Annotated[Annotated[tuple[str, ...], Field(min_length=1)] | None, Field(alias="publicAccessCidrs")] = None
+    log_types: Annotated[tuple[LogType, ...], Field(alias="logTypes")] = (
+        "api",
+        "audit",
+        "authenticator",
+        "controllerManager",
+        "scheduler",
+    )
+    log_retention_days: Annotated[int, Field(alias="logRetentionDays", ge=1, le=3653)] = 30
+    admin_role_arns: Annotated[tuple[Annotated[str, Field(pattern=IAM_ROLE_ARN)], ...], Field(alias="adminRoleArns")] = ()
+    deletion_protection: Annotated[bool, Field(alias="deletionProtection")] = False
+    system_nodes: Annotated[SystemNodeSettings, Field(alias="systemNodes")] = SystemNodeSettings()
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for cidr in value or ():
+            try:
+                ipaddress.IPv4Network(cidr)
+            except ValueError:
+                raise _value_error("cidr", "must list IPv4 CIDRs such as 203.0.113.0/24 (got {got})", cidr) from None
+        return value
+
+    @model_validator(mode="after")
+    def _public_cidrs_need_public_endpoint(self) -> ClusterSettings:
+        if not self.endpoint_public_access and self.public_access_cidrs is not None:
+            raise _field_error(
+                "publicAccessCidrs",
+                "is only allowed with endpointPublicAccess: true (got {got})",
+                list(self.public_access_cidrs),
+            )
+        return self
+
+    @property
+    def api_cidrs(self) -> tuple[str, ...]:
+        if not self.endpoint_public_access:
+            return ()
+        return self.public_access_cidrs or ("0.0.0.0/0",)
+
+
+class KarpenterSettings(_Model):
+    replicas: Annotated[int, Field(ge=1, le=5)] = 2
+    log_level: Annotated[Literal["debug", "info", "error"], Field(alias="logLevel")] = "info"
+
+
+class Settings(_Model):
+    region: str
+    environment: Annotated[str, Field(pattern=DNS_LABEL, max_length=20)]
+    tags: Mapping[str, str] = {}
+    network: NetworkSettings = NetworkSettings()
+    cluster: ClusterSettings
+    karpenter: KarpenterSettings = KarpenterSettings()
+    node_pools: Annotated[Mapping[str, PoolSettings], Field(alias="nodePools", min_length=1)]
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not re.match(REGION, value):
+            raise _value_error("region", "must be an AWS region such as us-west-2 (got {got})", value)
+        return value
+
+    @field_validator("node_pools")
+    @classmethod
+    def _pool_names(cls, pools: Mapping[str, PoolSettings]) -> Mapping[str, PoolSettings]:
+        for key in pools:
+            if not re.match(DNS_LABEL, key) or len(key) > 40:
+                raise _field_error(
+                    key, "is not a valid pool name: use a lowercase DNS label (a-z, 0-9, '-', at most 40 characters)", key
+                )
+        return pools
+
+    @model_validator(mode="after")
+    def _needs_a_cpu_pool(self) -> Settings:
+        if not any(not p.is_gpu for p in self.node_pools.values()):
+            raise _field_error(
+                "nodePools",
+                "needs at least one CPU pool (gpu: none) for ordinary pods; got only GPU pools {got}",
+                sorted(self.node_pools),
+            )
+        return self
+
+    @property
+    def shared_pools(self) -> dict[str, PoolSettings]:
+        return {k: p for k, p in sorted(self.node_pools.items()) if p.gpu == "shared"}
+
+    @property
+    def default_tags(self) -> dict[str, str]:
+        base = {"project": PROJECT, "environment": self.environment, "managed-by": "pulumi"}
+        return {**base, **self.tags}
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> Settings:
+        """Validate a stack's config (keys without the project prefix, plus `region`)."""
+        try:
+            return cls.model_validate_json(json.dumps(dict(raw)))
+        except ValidationError as exc:
+            raise ConfigError(_describe_all(exc.errors())) from None
+
+
+# Config keys as they appear in Pulumi.<stack>.yaml -> field in `Settings`.
+CONFIG_KEYS: dict[str, str] = {
+    f"{PROJECT}:environment": "environment",
+    f"{PROJECT}:tags": "tags",
+    f"{PROJECT}:network": "network",
+    f"{PROJECT}:cluster": "cluster",
+    f"{PROJECT}:karpenter": "karpenter",
+    f"{PROJECT}:nodePools": "nodePools",
+    "aws:region": "region",
+}
+# Keys other namespaces may hold without our say (providers read their own).
+FOREIGN_NAMESPACES = ("aws", "kubernetes", "pulumi")
+
+
+def raw_from_stack_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Map `Pulumi.<stack>.yaml`'s `config:` block to `from_raw` input.
+
+    Unknown keys in our namespace are errors (a misspelt `nodePool` must not be
+    silently ignored); keys of provider namespaces are left to the providers.
+    """
+    raw: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in config.items():
+        if key in CONFIG_KEYS:
+            raw[CONFIG_KEYS[key]] = value
+        elif key.split(":", 1)[0] not in FOREIGN_NAMESPACES:
+            unknown.append(key)
+    if unknown:
+        allowed = ", ".join(k for k in CONFIG_KEYS)
+        raise ConfigError([f"{k} is not a known config key (allowed: {allowed})" for k in sorted(unknown)])
+    return raw
+
+
+def load() -> Settings:
+    """Read the running stack's config through pulumi and validate it."""
+    from pulumi.runtime import config as runtime_config
+
+    known = dict(runtime_config.get_config_env())
+    known.update(runtime_config.CONFIG.get())
+    parsed = {key: _maybe_json(value) for key, value in known.items()}
+    return Settings.from_raw(raw_from_stack_config(parsed))
+
+
+def _maybe_json(value: Any) -> Any:
+    """Pulumi hands structured config over as JSON text; plain strings stay strings."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+        return int(value)
+    return value
+
+
+# --- error formatting -------------------------------------------------------
+
+# Fields whose config key is not `gpu-inference:<alias>`.
+_KEY_OF_FIELD = {"region": "aws:region"}
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return _KEY_OF_FIELD.get(out, out)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Keys the model at `loc` accepts (for unknown-key messages)."""
+    model: Any = Settings
+    skip_map_key = False
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if skip_map_key:  # a pool name in nodePools: the model stays the value model
+            skip_map_key = False
+            continue
+        field = next(f for n, f in model.model_fields.items() if (f.alias or n) == part)
+        skip_map_key = _is_mapping(field.annotation)
+        model = _inner_model(field.annotation)
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = getattr(annotation, "__origin__", None)
+    return origin in (Mapping, dict) or any(_is_mapping(a) for a in getattr(annotation, "__args__", ()) or ())
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The model class inside Optional / tuple / Mapping / Annotated annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
+def _describe_all(errors: list[Any]) -> list[str]:
+    """One line per problem. A list whose item failed also reports its length
+    (pydantic drops the bad item): keep only the item's message."""
+    item_paths = {tuple(e["loc"][:-1]) for e in errors if e["loc"] and isinstance(e["loc"][-1], int)}
+    kept = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in item_paths)]
+    return [_describe(e) for e in kept]
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = json.dumps(err.get("input"), default=str)
+    if kind == "field":
+        return f"{_path(loc + (ctx['field'],))} {err['msg']}"
+    path = _path(loc)
+    if kind == "extra_forbidden":
+        return f"{path} is not a known key (allowed: {', '.join(_allowed_keys(loc[:-1]))})"
+    if kind == "missing":
+        return f"{path} is required"
+    if kind in _BOUNDS:
+        op, name = _BOUNDS[kind]
+        return f"{path} must be {op} {ctx[name]} (got {got})"
+    if kind == "literal_error":
+        return f"{path} must be one of {ctx['expected']} (got {got})"
+    if kind == "string_pattern_mismatch":
+        return f"{path} must match {ctx['pattern']} (got {got})"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return f"{path} must not be empty (got {got})"
+    if kind in ("too_short", "too_long"):
+        what, limit = ("at least", ctx.get("min_length")) if kind == "too_short" else ("at most", ctx.get("max_length"))
+        unit = "characters" if isinstance(err.get("input"), str) else "items"
+        return f"{path} must have {what} {limit} {unit} (got {got})"
+    if kind.endswith("_type"):
+        return f"{path} must be of type {kind.removesuffix('_type').replace('_', ' ')} (got {got})"
+    message = f"{err['msg'][:1].lower()}{err['msg'][1:]}"
+    return f"{path} {message}" if "got" in ctx else f"{path} {message} (got {got})"

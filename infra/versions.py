@@ -1,0 +1,82 @@
+"""Every chart, image and add-on version the program installs: one table.
+
+Bump a version here and nowhere else. The schemas under ``schemas/`` are
+vendored for the versions below; `tests/test_schemas.py` fails if they drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HelmChart:
+    chart: str
+    version: str
+    repo: str  # "" for OCI charts, whose repository is part of `chart`
+
+    @property
+    def source(self) -> str:
+        return self.chart if not self.repo else f"{self.repo} {self.chart}"
+
+
+KARPENTER_VERSION = "1.14.1"
+
+KARPENTER_CRD = HelmChart(
+    chart="oci://public.ecr.aws/karpenter/karpenter-crd",
+    version=KARPENTER_VERSION,
+    repo="",
+)
+KARPENTER = HelmChart(
+    chart="oci://public.ecr.aws/karpenter/karpenter",
+    version=KARPENTER_VERSION,
+    repo="",
+)
+NVIDIA_DEVICE_PLUGIN = HelmChart(
+    chart="nvidia-device-plugin",
+    version="0.20.0",
+    repo="https://nvidia.github.io/k8s-device-plugin",
+)
+
+HELM_CHARTS: dict[str, HelmChart] = {
+    "karpenter-crd": KARPENTER_CRD,
+    "karpenter": KARPENTER,
+    "nvidia-device-plugin": NVIDIA_DEVICE_PLUGIN,
+}
+
+# Images the charts above run, pinned to the chart's appVersion so a chart bump
+# that forgets its image shows up in review.
+IMAGES: dict[str, str] = {
+    "karpenter-controller": f"public.ecr.aws/karpenter/controller:{KARPENTER_VERSION}",
+    "nvidia-device-plugin": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
+}
+
+# Kubernetes minor versions this program supports. Each needs core schemas for
+# tests (kubernetes-validate ships them) and an EKS AMI release below.
+KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34")
+DEFAULT_KUBERNETES_VERSION = "1.34"
+
+# EKS-optimized AL2023 release used by Karpenter node classes (`al2023@<release>`).
+# Karpenter picks the NVIDIA variant of the same release for GPU instance types.
+# A pinned release means nodes change only when this line changes (drift), never
+# because AWS published a new AMI overnight.
+EKS_AMI_RELEASE = "v20260512"
+
+# EKS managed add-ons the cluster component installs.
+EKS_ADDONS: dict[str, str] = {
+    "eks-pod-identity-agent": "v1.3.10-eksbuild.1",
+}
+
+# System managed node group AMI type (AWS-managed AMI, patched by node group updates).
+SYSTEM_NODE_AMI_TYPE = "AL2023_x86_64_STANDARD"
+
+
+def pinned_versions() -> dict[str, str]:
+    """Flat name -> version map, for the plan summary."""
+    table = {f"chart {name}": chart.version for name, chart in HELM_CHARTS.items()}
+    table.update({f"image {name}": ref for name, ref in IMAGES.items()})
+    table.update({f"eks-addon {name}": version for name, version in EKS_ADDONS.items()})
+    table["karpenter node AMI alias"] = f"al2023@{EKS_AMI_RELEASE}"
+    table["system node group AMI type"] = SYSTEM_NODE_AMI_TYPE
+    table["kubernetes (default)"] = DEFAULT_KUBERNETES_VERSION
+    return table
