@@ -62,6 +62,11 @@ def _value_error(kind: str, message: str, value: Any) -> PydanticCustomError:
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=False)
 
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]):  # noqa: ANN206 (returns cls)
+        """Validate config-shaped data (JSON types: lists, not tuples) as strictly as a stack file."""
+        return cls.model_validate_json(json.dumps(dict(raw)))
+
 
 class DisruptionBudget(_Model):
     nodes: Annotated[str, Field(pattern=BUDGET_NODES)] = "10%"
@@ -323,7 +328,7 @@ class Settings(_Model):
     def from_raw(cls, raw: Mapping[str, Any]) -> Settings:
         """Validate a stack's config (keys without the project prefix, plus `region`)."""
         try:
-            return cls.model_validate_json(json.dumps(dict(raw)))
+            return cls.parse(raw)
         except ValidationError as exc:
             raise ConfigError(_describe_all(exc.errors())) from None
 

@@ -1,16 +1,17 @@
-"""Run the real `__main__.py` under recording mocks with a given stack config."""
+"""Run the real `__main__.py` (or any function) under recording mocks."""
 
 from __future__ import annotations
 
 import json
 import runpy
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime import config as runtime_config
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -35,29 +36,48 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], list[str]]:
         raise stack_settings.ConfigError([f"stack config file {path} does not exist"]) from None
     except yaml.YAMLError as exc:
         raise stack_settings.ConfigError([f"{path} is not valid YAML: {exc}"]) from None
-    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+    if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
         raise stack_settings.ConfigError([f"{path} must be a mapping with a `config:` mapping"])
     config = dict(document.get("config") or {})
-    secret_keys = [k for k, v in config.items() if isinstance(v, dict) and set(v) == {"secure"}]
+    secret_keys = sorted(k for k, v in config.items() if isinstance(v, dict) and set(v) == {"secure"})
     for key in secret_keys:
         config[key] = SECRET
     return config, secret_keys
 
 
+def record(
+    fn: Callable[[], Any],
+    *,
+    stack: str,
+    region: str,
+    config: Mapping[str, Any] | None = None,
+    secret_keys: list[str] | None = None,
+) -> list[Recorded]:
+    """Run `fn` as a Pulumi program under recording mocks; every registered resource, in order."""
+    runtime_config.set_all_config(
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in (config or {}).items()}, secret_keys or []
+    )
+    # A fresh root stack per run, so one process can run several programs (tests do).
+    pulumi_settings.ROOT.set(None)
+    mocks = RecordingMocks(region=region)
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=stack_settings.PROJECT, stack=stack, preview=False, monitor=monitor)
+    _sync_await(run_pulumi_func(fn))
+    return monitor.recorded
+
+
 def run_program(
     config: Mapping[str, Any], stack: str, secret_keys: list[str] | None = None
 ) -> tuple[stack_settings.Settings, list[Recorded]]:
-    """Validate settings, then run the program; returns the settings and every registered resource."""
-    raw = stack_settings.raw_from_stack_config(config)
-    settings = stack_settings.Settings.from_raw(raw)  # raises ConfigError before anything runs
-
-    runtime_config.set_all_config(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}, secret_keys or []
-    )
-    mocks = RecordingMocks(region=settings.region)
-    monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project=stack_settings.PROJECT, stack=stack, preview=False, monitor=monitor)
+    """Validate settings (raising ConfigError before anything runs), then run `__main__.py`."""
+    settings = stack_settings.Settings.from_raw(stack_settings.raw_from_stack_config(config))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
-    return settings, monitor.recorded
+    recorded = record(
+        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
+        stack=stack,
+        region=settings.region,
+        config=config,
+        secret_keys=secret_keys,
+    )
+    return settings, recorded

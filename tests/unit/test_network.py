@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import ipaddress
+
+from infra import contract
+from infra.network import Network, NetworkArgs
+from infra.settings import NetworkSettings
+from tests.unit.helpers import assert_parented, build, of_type
+
+ZONES3 = ["us-west-2a", "us-west-2b", "us-west-2c"]
+
+
+def _network(nat: str, zones: list[str] = ZONES3):
+    settings = NetworkSettings.parse({"cidr": "10.40.0.0/16", "azCount": len(zones), "natGateways": nat})
+    return build(lambda: Network("net", NetworkArgs("gpuinf-test", settings, zones)))
+
+
+def test_subnets_per_az_with_role_and_discovery_tags() -> None:
+    resources = _network("perAz")
+    subnets = of_type(resources, "aws:ec2/subnet:Subnet")
+    private = [s for s in subnets if s.inputs["tags"]["tier"] == "private"]
+    public = [s for s in subnets if s.inputs["tags"]["tier"] == "public"]
+    assert sorted(s.inputs["availabilityZone"] for s in private) == ZONES3
+    assert sorted(s.inputs["availabilityZone"] for s in public) == ZONES3
+    for s in private:
+        assert s.inputs["tags"][contract.DISCOVERY_TAG] == "gpuinf-test", s.name
+        assert s.inputs["tags"]["kubernetes.io/role/internal-elb"] == "1", s.name
+        assert s.inputs["mapPublicIpOnLaunch"] is False
+    for s in public:
+        assert s.inputs["tags"]["kubernetes.io/role/elb"] == "1", s.name
+        assert contract.DISCOVERY_TAG not in s.inputs["tags"], f"{s.name}: nodes must not launch in public subnets"
+    vpc = ipaddress.IPv4Network("10.40.0.0/16")
+    assert all(ipaddress.IPv4Network(s.inputs["cidrBlock"]).subnet_of(vpc) for s in subnets)
+
+
+def test_nat_per_az_routes_each_private_subnet_through_its_own_gateway() -> None:
+    resources = _network("perAz")
+    nats = of_type(resources, "aws:ec2/natGateway:NatGateway")
+    assert len(nats) == 3
+    private_routes = [r for r in of_type(resources, "aws:ec2/routeTable:RouteTable") if "private" in r.name]
+    targets = [r.inputs["routes"][0]["natGatewayId"] for r in private_routes]
+    assert len(set(targets)) == 3, f"expected one NAT per private route table, found {targets}"
+
+
+def test_single_nat_is_shared_by_all_private_subnets() -> None:
+    resources = _network("single")
+    assert len(of_type(resources, "aws:ec2/natGateway:NatGateway")) == 1
+    assert len(of_type(resources, "aws:ec2/eip:Eip")) == 1
+    private_routes = [r for r in of_type(resources, "aws:ec2/routeTable:RouteTable") if "private" in r.name]
+    assert len(private_routes) == 3
+    assert len({r.inputs["routes"][0]["natGatewayId"] for r in private_routes}) == 1
+
+
+def test_everything_is_a_child_of_the_component() -> None:
+    resources = _network("single")
+    assert_parented(resources, "gpuinf:network:Network")
+    vpc = of_type(resources, "aws:ec2/vpc:Vpc")[0]
+    assert vpc.inputs["enableDnsHostnames"] is True and vpc.name == "net-vpc"
