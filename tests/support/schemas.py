@@ -77,8 +77,8 @@ def validate(obj: dict[str, Any], kubernetes_version: str) -> list[str]:
     try:
         kubernetes_validate.validate(obj, kubernetes_version, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        err = exc.caught
-        return [f"{'.'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"]
+        # It copies the jsonschema error's fields onto itself.
+        return [f"{_path(exc)}: {exc.message}"]
     except kubernetes_validate.SchemaNotFoundError as exc:
         return [f"no upstream schema for {key}: {exc.message}"]
     return []
@@ -90,7 +90,7 @@ def _metadata_errors(obj: dict[str, Any], kubernetes_version: str) -> list[str]:
     try:
         kubernetes_validate.validate(probe, kubernetes_version, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        return [f"metadata: {exc.caught.message}"]
+        return [f"{_path(exc)}: {exc.message}"]
     return []
 
 
