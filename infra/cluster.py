@@ -145,7 +145,9 @@ class Cluster(pulumi.ComponentResource):
             f"admin-{i}": eks.AccessEntryArgs(
                 principal_arn=arn,
                 access_policies={
-                    "cluster-admin": eks.AccessPolicyAssociationArgs(policy_arn=CLUSTER_ADMIN_POLICY, access_scope=scope)
+                    "cluster-admin": eks.AccessPolicyAssociationArgs(
+                        policy_arn=CLUSTER_ADMIN_POLICY, access_scope=scope
+                    )
                 },
             )
             for i, arn in enumerate(cfg.admin_role_arns)
@@ -200,6 +202,8 @@ class Cluster(pulumi.ComponentResource):
             taints=[aws.eks.NodeGroupTaintArgs(**contract.SYSTEM_TAINT.as_eks())],
             opts=pulumi.ResourceOptions.merge(
                 opts,
-                pulumi.ResourceOptions(depends_on=[self.eks, *attachments], ignore_changes=["scalingConfig.desiredSize"]),
+                pulumi.ResourceOptions(
+                    depends_on=[self.eks, *attachments], ignore_changes=["scalingConfig.desiredSize"]
+                ),
             ),
         )

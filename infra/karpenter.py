@@ -263,7 +263,10 @@ def controller_policy(cluster: str, region: str, account: str, queue_arn: str, n
                     f"{arn}:*:spot-instances-request/*",
                 ],
                 "Condition": {
-                    "StringEquals": {**owned, "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"]},
+                    "StringEquals": {
+                        **owned,
+                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
+                    },
                     "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
                 },
             },
@@ -366,7 +369,11 @@ def controller_policy(cluster: str, region: str, account: str, queue_arn: str, n
             {
                 "Sid": "AllowScopedInstanceProfileActions",
                 "Effect": "Allow",
-                "Action": ["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"],
+                "Action": [
+                    "iam:AddRoleToInstanceProfile",
+                    "iam:RemoveRoleFromInstanceProfile",
+                    "iam:DeleteInstanceProfile",
+                ],
                 "Resource": f"arn:aws:iam::{account}:instance-profile/*",
                 "Condition": {
                     "StringEquals": {**tagged_owned, "aws:ResourceTag/topology.kubernetes.io/region": region},

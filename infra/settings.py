@@ -63,7 +63,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=False)
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any]):  # noqa: ANN206 (returns cls)
+    def parse(cls, raw: Mapping[str, Any]):
         """Validate config-shaped data (JSON types: lists, not tuples) as strictly as a stack file."""
         return cls.model_validate_json(json.dumps(dict(raw)))
 
@@ -91,7 +91,9 @@ class PoolSettings(_Model):
     max_cpu: Annotated[int, Field(alias="maxCpu", ge=1, le=100_000)]
     max_memory_gib: Annotated[Annotated[int, Field(ge=1)] | None, Field(alias="maxMemoryGib")] = None
     max_gpus: Annotated[Annotated[int, Field(ge=1, le=10_000)] | None, Field(alias="maxGpus")] = None
-    time_slicing_replicas: Annotated[Annotated[int, Field(ge=2, le=48)] | None, Field(alias="timeSlicingReplicas")] = None
+    time_slicing_replicas: Annotated[Annotated[int, Field(ge=2, le=48)] | None, Field(alias="timeSlicingReplicas")] = (
+        None
+    )
     consolidation: ConsolidationPolicy = "WhenEmptyOrUnderutilized"
     consolidate_after: Annotated[str, Field(alias="consolidateAfter", pattern=DURATION_OR_NEVER)] = "1m"
     expire_after: Annotated[str, Field(alias="expireAfter", pattern=DURATION_OR_NEVER)] = "720h"
@@ -178,7 +180,9 @@ class NetworkSettings(_Model):
         try:
             net = ipaddress.IPv4Network(value)
         except ValueError:
-            raise _value_error("cidr", "must be an IPv4 network in CIDR form such as 10.0.0.0/16 (got {got})", value) from None
+            raise _value_error(
+                "cidr", "must be an IPv4 network in CIDR form such as 10.0.0.0/16 (got {got})", value
+            ) from None
         if not 16 <= net.prefixlen <= 20:
             raise _value_error("cidr", "must have a prefix length between /16 and /20 (got {got})", value)
         if not net.is_private:
@@ -234,7 +238,9 @@ class ClusterSettings(_Model):
     name: Annotated[str, Field(pattern=DNS_LABEL, max_length=38)]
     version: Literal[versions.KUBERNETES_VERSIONS] = versions.DEFAULT_KUBERNETES_VERSION  # type: ignore[valid-type]
     endpoint_public_access: Annotated[bool, Field(alias="endpointPublicAccess")] = True
-    public_access_cidrs: Annotated[Annotated[tuple[str, ...], Field(min_length=1)] | None, Field(alias="publicAccessCidrs")] = None
+    public_access_cidrs: Annotated[
+        Annotated[tuple[str, ...], Field(min_length=1)] | None, Field(alias="publicAccessCidrs")
+    ] = None
     log_types: Annotated[tuple[LogType, ...], Field(alias="logTypes")] = (
         "api",
         "audit",
@@ -243,7 +249,9 @@ class ClusterSettings(_Model):
         "scheduler",
     )
     log_retention_days: Annotated[int, Field(alias="logRetentionDays", ge=1, le=3653)] = 30
-    admin_role_arns: Annotated[tuple[Annotated[str, Field(pattern=IAM_ROLE_ARN)], ...], Field(alias="adminRoleArns")] = ()
+    admin_role_arns: Annotated[
+        tuple[Annotated[str, Field(pattern=IAM_ROLE_ARN)], ...], Field(alias="adminRoleArns")
+    ] = ()
     deletion_protection: Annotated[bool, Field(alias="deletionProtection")] = False
     system_nodes: Annotated[SystemNodeSettings, Field(alias="systemNodes")] = SystemNodeSettings()
 
@@ -301,7 +309,9 @@ class Settings(_Model):
         for key in pools:
             if not re.match(DNS_LABEL, key) or len(key) > 40:
                 raise _field_error(
-                    key, "is not a valid pool name: use a lowercase DNS label (a-z, 0-9, '-', at most 40 characters)", key
+                    key,
+                    "is not a valid pool name: use a lowercase DNS label (a-z, 0-9, '-', at most 40 characters)",
+                    key,
                 )
         return pools
 
@@ -435,8 +445,12 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
-           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
 
 
 def _describe_all(errors: list[Any]) -> list[str]:
@@ -453,7 +467,7 @@ def _describe(err: Mapping[str, Any]) -> str:
     ctx = err.get("ctx") or {}
     got = json.dumps(err.get("input"), default=str)
     if kind == "field":
-        return f"{_path(loc + (ctx['field'],))} {err['msg']}"
+        return f"{_path((*loc, ctx['field']))} {err['msg']}"
     path = _path(loc)
     if kind == "extra_forbidden":
         return f"{path} is not a known key (allowed: {', '.join(_allowed_keys(loc[:-1]))})"

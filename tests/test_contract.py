@@ -58,8 +58,11 @@ def test_every_gpu_pod_template_lands_only_on_gpu_pools(plan: Plan) -> None:
 def test_a_pod_built_from_a_pools_contract_lands_on_exactly_that_pool(plan: Plan, mode: str) -> None:
     for name in [k for k, p in plan.settings.node_pools.items() if p.gpu == mode]:
         terms = contract.PoolContract(name, mode)
-        pod = {"nodeSelector": terms.node_selector(), "tolerations": terms.tolerations(),
-               "containers": [{"name": "m", "resources": {"limits": {contract.GPU_RESOURCE: 1}}}]}
+        pod = {
+            "nodeSelector": terms.node_selector(),
+            "tolerations": terms.tolerations(),
+            "containers": [{"name": "m", "resources": {"limits": {contract.GPU_RESOURCE: 1}}}],
+        }
         assert pools_accepting(pod, pools_of(plan)) == [name]
 
 
@@ -79,8 +82,9 @@ def test_karpenter_controller_stays_on_the_system_nodes(plan: Plan) -> None:
     values = plan.releases["karpenter"]["values"]
     pod = {"nodeSelector": values["nodeSelector"], "tolerations": values["tolerations"]}
     assert pools_accepting(pod, pools_of(plan)) == []
-    system = PoolNodes("system", {**contract.SYSTEM_LABELS, contract.OS_LABEL: "linux"},
-                       (contract.SYSTEM_TAINT.as_k8s(),), gpu=False)
+    system = PoolNodes(
+        "system", {**contract.SYSTEM_LABELS, contract.OS_LABEL: "linux"}, (contract.SYSTEM_TAINT.as_k8s(),), gpu=False
+    )
     assert pod_fits(pod, system)
 
 
@@ -103,8 +107,12 @@ def test_shared_capacity_karpenter_expects_is_what_the_plugin_advertises(plan: P
     nodepools = {p.name: p for p in pools_of(plan)}
     overlays = plan.objects("NodeOverlay")
     shared = [k for k, p in plan.settings.node_pools.items() if p.gpu == "shared"]
-    assert {r["values"][0] for o in overlays.values() for r in o["spec"]["requirements"]
-            if r["key"] == contract.NODEPOOL_LABEL} == set(shared)
+    assert {
+        r["values"][0]
+        for o in overlays.values()
+        for r in o["spec"]["requirements"]
+        if r["key"] == contract.NODEPOOL_LABEL
+    } == set(shared)
     for name, overlay in overlays.items():
         reqs = {r["key"]: r["values"] for r in overlay["spec"]["requirements"]}
         pool = nodepools[reqs[contract.NODEPOOL_LABEL][0]]

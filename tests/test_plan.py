@@ -55,8 +55,14 @@ def test_resources_json_lists_every_resource_with_type_name_parent_inputs(writte
     assert document["stack"] == stack
     assert all({"type", "name", "parent", "inputs", "urn"} <= set(r) for r in resources)
     types = {r["type"] for r in resources}
-    assert {"aws:ec2/vpc:Vpc", "eks:index:Cluster", "aws:eks/nodeGroup:NodeGroup", "aws:sqs/queue:Queue",
-            "kubernetes:karpenter.sh/v1:NodePool", "kubernetes:helm.sh/v3:Release"} <= types
+    assert {
+        "aws:ec2/vpc:Vpc",
+        "eks:index:Cluster",
+        "aws:eks/nodeGroup:NodeGroup",
+        "aws:sqs/queue:Queue",
+        "kubernetes:karpenter.sh/v1:NodePool",
+        "kubernetes:helm.sh/v3:Release",
+    } <= types
     urns = {r["urn"] for r in resources}
     parents = {r["parent"] for r in resources} - urns
     assert all(p.endswith(f"::gpu-inference-{stack}") for p in parents), f"parents outside the plan: {parents}"
@@ -66,7 +72,9 @@ def test_resources_json_lists_every_resource_with_type_name_parent_inputs(writte
 def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(written, stack: str) -> None:
     out, _ = written[stack]
     resources = json.loads((out / "resources.json").read_text())["resources"]
-    k8s_objects = [r for r in resources if r["type"].startswith("kubernetes:") and r["type"] != "kubernetes:helm.sh/v3:Release"]
+    k8s_objects = [
+        r for r in resources if r["type"].startswith("kubernetes:") and r["type"] != "kubernetes:helm.sh/v3:Release"
+    ]
     manifests = load_manifests(out)
     assert len(manifests) == len(k8s_objects)
     kinds = sorted({m["kind"] for m in manifests.values()})
@@ -140,7 +148,9 @@ def test_secure_values_become_marked_placeholders(tmp_path: Path) -> None:
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}.{key}" if prefix else key).items()}
+        return {
+            k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}.{key}" if prefix else key).items()
+        }
     if isinstance(value, list):
         return {k: v for i, item in enumerate(value) for k, v in flatten(item, f"{prefix}[{i}]").items()}
     return {prefix: value}
@@ -214,7 +224,12 @@ def test_edited_values_are_the_new_ones(tmp_path: Path) -> None:
     config[NP]["gpu"]["capacityTypes"] = ["on-demand"]
     config[NP]["gpu-shared"]["timeSlicingReplicas"] = 8
     out = tmp_path / "out"
-    assert run_plan(tmp_path, "--stack", "dev", "--out", str(out), "--config", str(write_stack(tmp_path, config))).returncode == 0
+    assert (
+        run_plan(
+            tmp_path, "--stack", "dev", "--out", str(out), "--config", str(write_stack(tmp_path, config))
+        ).returncode
+        == 0
+    )
     m = load_manifests(out)
     gpu = m["nodepool_gpu.yaml"]["spec"]
     reqs = {r["key"]: r["values"] for r in gpu["template"]["spec"]["requirements"]}

@@ -29,14 +29,33 @@ def kitchen_sink_config() -> dict:
     """A stack using every optional pool key, arm64 and bottlerocket, to widen what is validated."""
     cfg = stack_config("dev")
     pools = cfg[NP]
-    pools["cpu"].update(maxMemoryGib=256, weight=10, expireAfter="Never",
-                        disruptionBudgets=[{"nodes": "20%", "reasons": ["Empty", "Drifted"]},
-                                           {"nodes": "0", "schedule": "0 9 * * 1-5", "duration": "8h"}])
-    pools["arm"] = {"gpu": "none", "instanceFamilies": ["c7g", "m7g"], "capacityTypes": ["spot"], "maxCpu": 32,
-                    "amiAlias": "bottlerocket@1.50.0"}
-    pools["h100"] = {"gpu": "shared", "instanceFamilies": ["p5", "p5e"], "capacityTypes": ["on-demand"],
-                     "maxCpu": 384, "maxGpus": 16, "timeSlicingReplicas": 48, "rootVolumeGib": 1000,
-                     "consolidation": "WhenEmpty", "consolidateAfter": "Never"}
+    pools["cpu"].update(
+        maxMemoryGib=256,
+        weight=10,
+        expireAfter="Never",
+        disruptionBudgets=[
+            {"nodes": "20%", "reasons": ["Empty", "Drifted"]},
+            {"nodes": "0", "schedule": "0 9 * * 1-5", "duration": "8h"},
+        ],
+    )
+    pools["arm"] = {
+        "gpu": "none",
+        "instanceFamilies": ["c7g", "m7g"],
+        "capacityTypes": ["spot"],
+        "maxCpu": 32,
+        "amiAlias": "bottlerocket@1.50.0",
+    }
+    pools["h100"] = {
+        "gpu": "shared",
+        "instanceFamilies": ["p5", "p5e"],
+        "capacityTypes": ["on-demand"],
+        "maxCpu": 384,
+        "maxGpus": 16,
+        "timeSlicingReplicas": 48,
+        "rootVolumeGib": 1000,
+        "consolidation": "WhenEmpty",
+        "consolidateAfter": "Never",
+    }
     cfg["gpu-inference:cluster"]["version"] = "1.32"
     return cfg
 
@@ -114,8 +133,12 @@ def test_helm_pod_fields_validate_as_core_pod_spec(plan: Plan) -> None:
         spec = {key: values[key] for key in ("affinity", "tolerations", "nodeSelector") if values.get(key)}
         if not spec:
             continue
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-               "spec": {"containers": [{"name": "c", "image": "registry.example/c:1"}], **spec}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "registry.example/c:1"}], **spec},
+        }
         assert validate(pod, plan.settings.cluster.version) == [], name
 
 
@@ -127,4 +150,4 @@ def test_cluster_versions_have_core_schemas() -> None:
 
 
 def test_schema_root_is_inside_the_repository() -> None:
-    assert SCHEMA_ROOT == Path(__file__).resolve().parents[1] / "schemas"
+    assert Path(__file__).resolve().parents[1] / "schemas" == SCHEMA_ROOT

@@ -194,7 +194,11 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
             " gpu-inference:nodePools, aws:region)"
         ],
     ),
-    ("public VPC range", _set(f"{NET}/cidr", "8.8.0.0/16"), ['network.cidr must be a private (RFC 1918) range (got "8.8.0.0/16")']),
+    (
+        "public VPC range",
+        _set(f"{NET}/cidr", "8.8.0.0/16"),
+        ['network.cidr must be a private (RFC 1918) range (got "8.8.0.0/16")'],
+    ),
     (
         "zones that disagree with azCount",
         _set(f"{NET}/availabilityZones", ["us-west-2a"]),
@@ -208,7 +212,9 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "unknown nested key",
         _set(f"{CL}/systemNodes/spot", True),
-        ["cluster.systemNodes.spot is not a known key (allowed: instanceTypes, minSize, desiredSize, maxSize, diskGib)"],
+        [
+            "cluster.systemNodes.spot is not a known key (allowed: instanceTypes, minSize, desiredSize, maxSize, diskGib)"
+        ],
     ),
     (
         "CIDRs with a private endpoint",
@@ -216,7 +222,11 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         ['cluster.publicAccessCidrs is only allowed with endpointPublicAccess: true (got ["203.0.113.0/24"])'],
     ),
     ("missing region", lambda cfg: cfg.pop("aws:region"), ["aws:region is required"]),
-    ("bad region", lambda cfg: cfg.__setitem__("aws:region", "mars-1"), ['aws:region must be an AWS region such as us-west-2 (got "mars-1")']),
+    (
+        "bad region",
+        lambda cfg: cfg.__setitem__("aws:region", "mars-1"),
+        ['aws:region must be an AWS region such as us-west-2 (got "mars-1")'],
+    ),
 ]
 
 

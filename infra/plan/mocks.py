@@ -101,8 +101,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "aws:ec2/launchTemplate:LaunchTemplate": "lt",
         }
         if typ in prefixes:
-            return {"__id": f"{prefixes[typ]}-{h}", "arn": f"arn:aws:ec2:{region}:{account}:{prefixes[typ]}/{h}",
-                    "latestVersion": 1}
+            return {
+                "__id": f"{prefixes[typ]}-{h}",
+                "arn": f"arn:aws:ec2:{region}:{account}:{prefixes[typ]}/{h}",
+                "latestVersion": 1,
+            }
         if typ == "aws:iam/role:Role":
             return {"arn": f"arn:aws:iam::{account}:role/{physical}", "name": physical}
         if typ == "aws:kms/key:Key":
@@ -166,7 +169,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.recorded: list[Recorded] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)

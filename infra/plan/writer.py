@@ -103,11 +103,14 @@ def summary(
     secret_keys: list[str],
 ) -> str:
     lines = [f"# Offline plan: stack `{stack}`", ""]
+    cluster = settings.cluster
+    endpoint = (
+        f"public ({', '.join(cluster.api_cidrs)}) and private" if cluster.endpoint_public_access else "private only"
+    )
     lines += [
-        f"Region `{settings.region}`, environment `{settings.environment}`, cluster `{settings.cluster.name}`"
-        f" (Kubernetes {settings.cluster.version}), {settings.network.az_count} AZs,"
-        f" NAT `{settings.network.nat_gateways}`, API endpoint"
-        f" {'public (' + ', '.join(settings.cluster.api_cidrs) + ') and private' if settings.cluster.endpoint_public_access else 'private only'}.",
+        f"Region `{settings.region}`, environment `{settings.environment}`, cluster `{cluster.name}`"
+        f" (Kubernetes {cluster.version}), {settings.network.az_count} AZs, NAT `{settings.network.nat_gateways}`,"
+        f" API endpoint {endpoint}.",
         "",
     ]
     if secret_keys:
@@ -139,8 +142,11 @@ def summary(
     lines += ["", "## Resources by type", "", "| type | count |", "|---|---|"]
     for typ, count in sorted(Counter(r.type for r in recorded).items()):
         lines.append(f"| `{typ}` | {count} |")
-    lines += ["", f"Total: {len(recorded)} resources, {len(manifests)} Kubernetes manifests,"
-              f" {len(releases)} Helm releases.", ""]
+    lines += [
+        "",
+        f"Total: {len(recorded)} resources, {len(manifests)} Kubernetes manifests, {len(releases)} Helm releases.",
+        "",
+    ]
     lines += ["## Helm releases", "", "| release | namespace | chart | version |", "|---|---|---|---|"]
     for rel in releases:
         chart = rel["chart"] if not rel["repo"] else f"{rel['repo']} {rel['chart']}"

@@ -68,9 +68,7 @@ def validate(obj: dict[str, Any], kubernetes_version: str) -> list[str]:
     """Every schema error of `obj`, as readable lines; empty when valid."""
     key = (obj.get("apiVersion", ""), obj.get("kind", ""))
     if key in crd_schemas():
-        errors = [
-            f"{_path(e)}: {e.message}" for e in sorted(_crd_validator(*key).iter_errors(obj), key=str)
-        ]
+        errors = [f"{_path(e)}: {e.message}" for e in sorted(_crd_validator(*key).iter_errors(obj), key=str)]
         errors += _metadata_errors(obj, kubernetes_version)
         errors += _cel_errors(key, obj)
         return errors

@@ -23,22 +23,40 @@ def test_node_role_joins_through_an_access_entry(resources) -> None:
     assert role["name"] == f"{CLUSTER}-karpenter-node"
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     entry = named(resources, "k-node-access").inputs
-    assert entry == {"clusterName": CLUSTER, "principalArn": f"arn:aws:iam::123456789012:role/{CLUSTER}-karpenter-node",
-                     "type": "EC2_LINUX"}
-    attached = sorted(r.inputs["policyArn"].rsplit("/", 1)[1] for r in resources if r.name.startswith("k-node-")
-                      and r.type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert attached == sorted(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
-                               "AmazonEC2ContainerRegistryPullOnly", "AmazonSSMManagedInstanceCore"])
+    assert entry == {
+        "clusterName": CLUSTER,
+        "principalArn": f"arn:aws:iam::123456789012:role/{CLUSTER}-karpenter-node",
+        "type": "EC2_LINUX",
+    }
+    attached = sorted(
+        r.inputs["policyArn"].rsplit("/", 1)[1]
+        for r in resources
+        if r.name.startswith("k-node-") and r.type == "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+    )
+    assert attached == sorted(
+        [
+            "AmazonEKSWorkerNodePolicy",
+            "AmazonEKS_CNI_Policy",
+            "AmazonEC2ContainerRegistryPullOnly",
+            "AmazonSSMManagedInstanceCore",
+        ]
+    )
 
 
 def test_interruption_queue_and_all_four_event_rules(resources) -> None:
     queue = named(resources, "k-interruption").inputs
     assert queue["sqsManagedSseEnabled"] is True and queue["messageRetentionSeconds"] == 300
-    rules = {r.name: json.loads(r.inputs["eventPattern"]) for r in of_type(resources, "aws:cloudwatch/eventRule:EventRule")}
+    rules = {
+        r.name: json.loads(r.inputs["eventPattern"]) for r in of_type(resources, "aws:cloudwatch/eventRule:EventRule")
+    }
     assert rules == {f"k-{event}": pattern for event, pattern in INTERRUPTION_EVENTS.items()}
     detail_types = {p["detail-type"][0] for p in rules.values()}
-    assert detail_types == {"EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation",
-                            "EC2 Instance State-change Notification", "AWS Health Event"}
+    assert detail_types == {
+        "EC2 Spot Instance Interruption Warning",
+        "EC2 Instance Rebalance Recommendation",
+        "EC2 Instance State-change Notification",
+        "AWS Health Event",
+    }
     targets = of_type(resources, "aws:cloudwatch/eventTarget:EventTarget")
     queue_arn = f"arn:aws:sqs:us-west-2:123456789012:{CLUSTER}-karpenter"
     assert len(targets) == 4 and all(t.inputs["arn"] == queue_arn for t in targets)
@@ -66,7 +84,9 @@ def test_controller_policy_is_scoped_to_this_cluster(resources) -> None:
         if statement["Resource"] == "*":
             assert set(actions) <= wildcard_ok, f"{statement['Sid']} grants {actions} on every resource"
         if any(a in actions for a in ("ec2:TerminateInstances", "ec2:DeleteLaunchTemplate")):
-            assert statement["Condition"]["StringEquals"] == {f"aws:ResourceTag/kubernetes.io/cluster/{CLUSTER}": "owned"}
+            assert statement["Condition"]["StringEquals"] == {
+                f"aws:ResourceTag/kubernetes.io/cluster/{CLUSTER}": "owned"
+            }
     passrole = next(s for s in policy["Statement"] if s["Action"] == "iam:PassRole")
     assert passrole["Resource"] == f"arn:aws:iam::123456789012:role/{CLUSTER}-karpenter-node"
     describe = next(s for s in policy["Statement"] if s["Action"] == "eks:DescribeCluster")
@@ -84,7 +104,10 @@ def test_crds_release_then_controller_release_with_pinned_chart(resources) -> No
     crds = named(resources, "k-crd").inputs
     controller = named(resources, "k-controller")
     assert (crds["chart"], crds["version"]) == (versions.KARPENTER_CRD.chart, versions.KARPENTER_VERSION)
-    assert (controller.inputs["chart"], controller.inputs["version"]) == (versions.KARPENTER.chart, versions.KARPENTER_VERSION)
+    assert (controller.inputs["chart"], controller.inputs["version"]) == (
+        versions.KARPENTER.chart,
+        versions.KARPENTER_VERSION,
+    )
     assert controller.inputs["skipCrds"] is True
     assert named(resources, "k-crd").urn in controller.dependencies
     values = controller.inputs["values"]

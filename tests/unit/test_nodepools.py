@@ -11,8 +11,9 @@ from tests.unit.helpers import assert_parented, build, of_type, settings_of
 @pytest.fixture(scope="module")
 def resources():
     pools = settings_of("dev").node_pools
-    args = NodePoolsArgs(cluster_name="gpuinf-dev", node_role_name="node-role", pools=pools,
-                         instance_tags={"team": "ml"}, depends_on=[])
+    args = NodePoolsArgs(
+        cluster_name="gpuinf-dev", node_role_name="node-role", pools=pools, instance_tags={"team": "ml"}, depends_on=[]
+    )
     return build(lambda: NodePools("np", args))
 
 
@@ -25,7 +26,10 @@ def test_one_nodeclass_and_nodepool_per_pool(resources) -> None:
     assert sorted(_by_name(resources, "EC2NodeClass")) == ["cpu", "gpu", "gpu-shared"]
     for name, pool in _by_name(resources, "NodePool").items():
         assert pool["spec"]["template"]["spec"]["nodeClassRef"] == {
-            "group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name}
+            "group": "karpenter.k8s.aws",
+            "kind": "EC2NodeClass",
+            "name": name,
+        }
     assert_parented(resources, "gpuinf:nodepools:NodePools")
 
 
@@ -36,8 +40,11 @@ def test_requirements_limits_and_disruption_follow_settings(resources) -> None:
     assert reqs[contract.CAPACITY_TYPE_LABEL] == ["spot", "on-demand"]
     assert reqs[contract.ARCH_LABEL] == ["amd64"]
     assert gpu["limits"] == {"cpu": 96, "nvidia.com/gpu": 4}
-    assert gpu["disruption"] == {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m",
-                                 "budgets": [{"nodes": "10%"}]}
+    assert gpu["disruption"] == {
+        "consolidationPolicy": "WhenEmpty",
+        "consolidateAfter": "5m",
+        "budgets": [{"nodes": "10%"}],
+    }
     cpu = _by_name(resources, "NodePool")["cpu"]["spec"]
     assert cpu["limits"] == {"cpu": 64}
     assert "taints" not in cpu["template"]["spec"]
@@ -52,7 +59,8 @@ def test_gpu_pools_are_tainted_and_labelled_from_the_contract(resources) -> None
         assert template["spec"]["taints"] == [t.as_k8s() for t in terms.taints()]
         assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"} in template["spec"]["taints"]
     assert pools["gpu-shared"]["spec"]["template"]["metadata"]["labels"][contract.DEVICE_PLUGIN_CONFIG_LABEL] == (
-        "time-sliced-gpu-shared")
+        "time-sliced-gpu-shared"
+    )
 
 
 def test_shared_pool_limit_counts_slices_and_overlays_cover_each_gpu_count(resources) -> None:
@@ -86,8 +94,17 @@ def test_nodeclass_is_imdsv2_encrypted_pinned_and_tagged(resources) -> None:
 
 
 def test_bottlerocket_keeps_images_on_the_data_volume() -> None:
-    pool = PoolSettings.parse({"gpu": "dedicated", "instanceFamilies": ["g6"], "capacityTypes": ["spot"],
-                               "maxCpu": 8, "maxGpus": 1, "rootVolumeGib": 300, "amiAlias": "bottlerocket@1.50.0"})
+    pool = PoolSettings.parse(
+        {
+            "gpu": "dedicated",
+            "instanceFamilies": ["g6"],
+            "capacityTypes": ["spot"],
+            "maxCpu": 8,
+            "maxGpus": 1,
+            "rootVolumeGib": 300,
+            "amiAlias": "bottlerocket@1.50.0",
+        }
+    )
     devices = block_devices(pool)
     assert [d["deviceName"] for d in devices] == ["/dev/xvda", "/dev/xvdb"]
     assert devices[1]["ebs"]["volumeSize"] == "300Gi" and all(d["ebs"]["encrypted"] for d in devices)

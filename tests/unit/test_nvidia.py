@@ -28,11 +28,21 @@ def test_each_shared_pool_gets_its_own_replicas() -> None:
     from infra.settings import PoolSettings
 
     def shared(replicas: int) -> PoolSettings:
-        return PoolSettings.parse({"gpu": "shared", "instanceFamilies": ["g6"], "capacityTypes": ["spot"],
-                                   "maxCpu": 8, "maxGpus": 1, "timeSlicingReplicas": replicas})
+        return PoolSettings.parse(
+            {
+                "gpu": "shared",
+                "instanceFamilies": ["g6"],
+                "capacityTypes": ["spot"],
+                "maxCpu": 8,
+                "maxGpus": 1,
+                "timeSlicingReplicas": replicas,
+            }
+        )
 
     configs = plugin_configs({"a": shared(2), "b": shared(8)})
-    replicas = {k: v["sharing"]["timeSlicing"]["resources"][0]["replicas"] for k, v in configs.items() if "sharing" in v}
+    replicas = {
+        k: v["sharing"]["timeSlicing"]["resources"][0]["replicas"] for k, v in configs.items() if "sharing" in v
+    }
     assert replicas == {"time-sliced-a": 2, "time-sliced-b": 8}
 
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned dependencies. `--dev` adds the test tools.
+# Safe to run again: it only installs what is missing or out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requirements=requirements.txt
+[ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
+
+if [ ! -x .venv/bin/python ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    # Debian ships venv/ensurepip separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "setup: python3 cannot create virtual environments; install python3-venv (sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
