@@ -98,6 +98,9 @@ class Cluster(pulumi.ComponentResource):
             skip_default_node_group=True,
             # Nodes share the EKS-created cluster security group, which Karpenter discovers by tag.
             skip_default_security_groups=True,
+            # CoreDNS is created below, once the system nodes it runs on exist: an add-on
+            # with no node to run on stays DEGRADED and blocks the update.
+            coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group]),
         )
@@ -114,14 +117,18 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
         self.system_node_group = self._system_nodes(name, args, child)
-        self.pod_identity_agent = aws.eks.Addon(
-            f"{name}-pod-identity-agent",
-            cluster_name=cfg.name,
-            addon_name="eks-pod-identity-agent",
-            addon_version=versions.EKS_ADDONS["eks-pod-identity-agent"],
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.eks, self.system_node_group]),
+        after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[self.eks, self.system_node_group])
+        self.pod_identity_agent = self._addon(name, "eks-pod-identity-agent", cfg, None, after_nodes)
+        self.coredns = self._addon(
+            name,
+            "coredns",
+            cfg,
+            {
+                "replicaCount": 2,
+                "nodeSelector": dict(contract.SYSTEM_LABELS),
+                "tolerations": contract.system_tolerations(),
+            },
+            after_nodes,
         )
         self.k8s_provider = k8s.Provider(
             f"{name}-k8s",
@@ -136,6 +143,21 @@ class Cluster(pulumi.ComponentResource):
                 "oidcProviderArn": self.oidc_provider_arn,
                 "kubeconfig": self.kubeconfig,
             }
+        )
+
+    @staticmethod
+    def _addon(
+        name: str, addon: str, cfg: ClusterSettings, configuration: dict | None, opts: pulumi.ResourceOptions
+    ) -> aws.eks.Addon:
+        return aws.eks.Addon(
+            f"{name}-{addon}",
+            cluster_name=cfg.name,
+            addon_name=addon,
+            addon_version=versions.eks_addon_version(addon, cfg.version),
+            configuration_values=json.dumps(configuration) if configuration else None,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=opts,
         )
 
     @staticmethod

@@ -62,10 +62,22 @@ DEFAULT_KUBERNETES_VERSION = "1.34"
 # because AWS published a new AMI overnight.
 EKS_AMI_RELEASE = "v20260512"
 
-# EKS managed add-ons the cluster component installs.
-EKS_ADDONS: dict[str, str] = {
-    "eks-pod-identity-agent": "v1.3.10-eksbuild.1",
+# EKS managed add-ons the cluster component installs, per Kubernetes minor version
+# (EKS publishes add-on builds per cluster version). Check a bump with
+# `aws eks describe-addon-versions --addon-name NAME --kubernetes-version X.Y`.
+EKS_ADDONS: dict[str, dict[str, str]] = {
+    "eks-pod-identity-agent": {v: "v1.3.10-eksbuild.1" for v in KUBERNETES_VERSIONS},
+    "coredns": {
+        "1.32": "v1.11.4-eksbuild.14",
+        "1.33": "v1.12.1-eksbuild.2",
+        "1.34": "v1.12.3-eksbuild.1",
+    },
 }
+
+
+def eks_addon_version(addon: str, kubernetes_version: str) -> str:
+    return EKS_ADDONS[addon][kubernetes_version]
+
 
 # System managed node group AMI type (AWS-managed AMI, patched by node group updates).
 SYSTEM_NODE_AMI_TYPE = "AL2023_x86_64_STANDARD"
@@ -75,7 +87,8 @@ def pinned_versions() -> dict[str, str]:
     """Flat name -> version map, for the plan summary."""
     table = {f"chart {name}": chart.version for name, chart in HELM_CHARTS.items()}
     table.update({f"image {name}": ref for name, ref in IMAGES.items()})
-    table.update({f"eks-addon {name}": version for name, version in EKS_ADDONS.items()})
+    for name, by_version in EKS_ADDONS.items():
+        table.update({f"eks-addon {name} (k8s {k8s})": version for k8s, version in by_version.items()})
     table["karpenter node AMI alias"] = f"al2023@{EKS_AMI_RELEASE}"
     table["system node group AMI type"] = SYSTEM_NODE_AMI_TYPE
     table["kubernetes (default)"] = DEFAULT_KUBERNETES_VERSION

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from infra import contract, versions
 from infra.cluster import CLUSTER_ADMIN_POLICY, Cluster, ClusterArgs
 from infra.plan.mocks import SECRET
@@ -70,9 +72,20 @@ def test_log_group_retention_and_addon_pin() -> None:
     resources = _cluster(logRetentionDays=90)
     logs = named(resources, "c-control-plane-logs").inputs
     assert logs == {"name": "/aws/eks/gpuinf-test/cluster", "retentionInDays": 90}
-    addon = named(resources, "c-pod-identity-agent").inputs
+    addon = named(resources, "c-eks-pod-identity-agent").inputs
     assert addon["addonName"] == "eks-pod-identity-agent"
-    assert addon["addonVersion"] == versions.EKS_ADDONS["eks-pod-identity-agent"]
+    assert addon["addonVersion"] == versions.EKS_ADDONS["eks-pod-identity-agent"]["1.33"]
+
+
+def test_coredns_runs_on_the_system_nodes_after_they_exist() -> None:
+    resources = _cluster()
+    assert named(resources, "c-eks").inputs["corednsAddonOptions"]["enabled"] is False
+    coredns = named(resources, "c-coredns")
+    assert coredns.inputs["addonVersion"] == versions.EKS_ADDONS["coredns"]["1.33"]
+    config = json.loads(coredns.inputs["configurationValues"])
+    assert config["nodeSelector"] == contract.SYSTEM_LABELS
+    assert config["tolerations"] == [contract.SYSTEM_TAINT.toleration()]
+    assert named(resources, "c-system").urn in coredns.dependencies
 
 
 def test_cluster_security_group_is_tagged_for_karpenter() -> None:
