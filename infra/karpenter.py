@@ -19,10 +19,11 @@ NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
 
 # EventBridge events Karpenter acts on: it drains the node before AWS takes it.
+# Keys are short: rule names are `<cluster>-<key>` and EventBridge allows 64 characters.
 INTERRUPTION_EVENTS: dict[str, dict] = {
     "spot-interruption": {"source": ["aws.ec2"], "detail-type": ["EC2 Spot Instance Interruption Warning"]},
     "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
-    "instance-state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
+    "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
     "scheduled-change": {"source": ["aws.health"], "detail-type": ["AWS Health Event"]},
 }
 
@@ -130,7 +131,8 @@ class Karpenter(pulumi.ComponentResource):
         for event, pattern in INTERRUPTION_EVENTS.items():
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{event}",
-                name=f"{args.cluster_name}-karpenter-{event}",
+                name=f"{args.cluster_name}-{event}",
+                description=f"Karpenter interruption handling for {args.cluster_name}: {event}",
                 event_pattern=json.dumps(pattern),
                 opts=opts,
             )

@@ -316,6 +316,17 @@ class Settings(_Model):
         return pools
 
     @model_validator(mode="after")
+    def _zones_in_region(self) -> Settings:
+        for i, zone in enumerate(self.network.availability_zones or ()):
+            if not re.fullmatch(re.escape(self.region) + r"[a-z]", zone):
+                raise PydanticCustomError(
+                    "field",
+                    f"must be a zone of aws:region {self.region}, such as {self.region}a (got {json.dumps(zone)})",
+                    {"field": f"network.availabilityZones[{i}]", "got": json.dumps(zone)},
+                )
+        return self
+
+    @model_validator(mode="after")
     def _needs_a_cpu_pool(self) -> Settings:
         if not any(not p.is_gpu for p in self.node_pools.values()):
             raise _field_error(

@@ -118,6 +118,16 @@ def test_invalid_config_leaves_an_earlier_plan_untouched(tmp_path: Path, written
     assert (out / "resources.json").read_text() == before
 
 
+def test_more_zones_than_the_region_offers_exits_2(tmp_path: Path) -> None:
+    config = stack_config("dev")
+    config["gpu-inference:network"]["azCount"] = 6
+    out = tmp_path / "out"
+    proc = run_plan(tmp_path, "--stack", "dev", "--out", str(out), "--config", str(write_stack(tmp_path, config)))
+    assert proc.returncode == 2, proc.stderr
+    assert "network.azCount must be <= 4, the zones us-west-2 offers (got 6)" in proc.stderr
+    assert not out.exists()
+
+
 def test_missing_stack_file_exits_2(tmp_path: Path) -> None:
     proc = run_plan(tmp_path, "--stack", "nosuchstack", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "Pulumi.nosuchstack.yaml does not exist" in proc.stderr

@@ -205,6 +205,11 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         ['network.availabilityZones must list exactly azCount (2) zones (got ["us-west-2a"])'],
     ),
     (
+        "zone outside the region",
+        _set(f"{NET}/availabilityZones", ["us-west-2a", "us-east-1b"]),
+        ['network.availabilityZones[1] must be a zone of aws:region us-west-2, such as us-west-2a (got "us-east-1b")'],
+    ),
+    (
         "unsupported Kubernetes version",
         _set(f"{CL}/version", "1.20"),
         ["cluster.version must be one of '1.32', '1.33' or '1.34' (got \"1.20\")"],

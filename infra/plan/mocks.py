@@ -15,6 +15,9 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
 ACCOUNT_ID = "123456789012"
+# Standard (non-opt-in) zones of a few regions, so `azCount` errors look as they would
+# on AWS; other regions get 3.
+ZONE_COUNTS = {"us-east-1": 6, "us-west-2": 4, "us-east-2": 3, "eu-west-1": 3, "eu-central-1": 3}
 SECRET = "[secret]"
 
 
@@ -126,11 +129,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
         token = args.token
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            letters = "abcd"
+            letters = "abcdef"[: ZONE_COUNTS.get(self.region, 3)]
+            geo, direction, number = self.region.split("-")
+            zone_id_prefix = f"{geo}{direction[0]}{number}"  # us-west-2 -> usw2, as AWS spells zone IDs
             return {
                 "id": self.region,
                 "names": [f"{self.region}{c}" for c in letters],
-                "zoneIds": [f"usw2-az{i + 1}" for i in range(len(letters))],
+                "zoneIds": [f"{zone_id_prefix}-az{i + 1}" for i in range(len(letters))],
                 "groupNames": [self.region] * len(letters),
             }
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
