@@ -58,7 +58,7 @@ class Karpenter(pulumi.ComponentResource):
             opts=child,
         )
         self.queue = self._interruption_queue(name, args, child)
-        self.controller_role = self._controller_role(name, args, child)
+        self.controller_role, self.pod_identity = self._controller_role(name, args, child)
         self.crds = k8s.helm.v3.Release(
             f"{name}-crd",
             name="karpenter-crd",
@@ -141,7 +141,9 @@ class Karpenter(pulumi.ComponentResource):
             )
         return queue
 
-    def _controller_role(self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions) -> aws.iam.Role:
+    def _controller_role(
+        self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions
+    ) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation]:
         role = aws.iam.Role(
             f"{name}-controller-role",
             name=f"{args.cluster_name}-karpenter-controller",
@@ -164,7 +166,7 @@ class Karpenter(pulumi.ComponentResource):
             lambda v: json.dumps(controller_policy(args.cluster_name, args.region, v[0], v[1], v[2]))
         )
         aws.iam.RolePolicy(f"{name}-controller-policy", role=role.name, policy=policy, opts=opts)
-        self.pod_identity = aws.eks.PodIdentityAssociation(
+        association = aws.eks.PodIdentityAssociation(
             f"{name}-pod-identity",
             cluster_name=args.cluster_name,
             namespace=NAMESPACE,
@@ -172,7 +174,7 @@ class Karpenter(pulumi.ComponentResource):
             role_arn=role.arn,
             opts=opts,
         )
-        return role
+        return role, association
 
 
 def _queue_policy(queue_arn: str) -> str:

@@ -33,6 +33,16 @@ AMI_ALIAS = r"^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\.[0-9]+\.[0-9]+)$"
 IAM_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]+$"
 REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"  # commercial partition only (ARNs use `aws`)
 
+# Tags AWS owns, or that Karpenter sets itself and its EC2NodeClass CRD rejects.
+RESERVED_TAG_PREFIXES = (
+    "aws:",
+    "eks:eks-cluster-name",
+    "kubernetes.io/cluster",
+    "karpenter.sh/nodepool",
+    "karpenter.sh/nodeclaim",
+    "karpenter.k8s.aws/ec2nodeclass",
+)
+
 ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
 CapacityType = Literal["spot", "on-demand"]
 LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
@@ -295,6 +305,20 @@ class Settings(_Model):
     cluster: ClusterSettings
     karpenter: KarpenterSettings = KarpenterSettings()
     node_pools: Annotated[Mapping[str, PoolSettings], Field(alias="nodePools", min_length=1)]
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: Mapping[str, str]) -> Mapping[str, str]:
+        for key, value in tags.items():
+            if not key or len(key) > 128 or len(value) > 256:
+                raise _field_error(key, "must be a key of 1..128 characters with a value of at most 256", value)
+            if key.startswith(RESERVED_TAG_PREFIXES):
+                raise _field_error(
+                    key,
+                    f"is reserved for AWS, EKS or Karpenter (keys starting {', '.join(RESERVED_TAG_PREFIXES)})",
+                    value,
+                )
+        return tags
 
     @field_validator("region")
     @classmethod

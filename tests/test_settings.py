@@ -226,6 +226,15 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         _set(f"{CL}/publicAccessCidrs", ["203.0.113.0/24"]),
         ['cluster.publicAccessCidrs is only allowed with endpointPublicAccess: true (got ["203.0.113.0/24"])'],
     ),
+    (
+        "reserved tag",
+        lambda cfg: cfg["gpu-inference:tags"].__setitem__("kubernetes.io/cluster/x", "owned"),
+        [
+            "tags.kubernetes.io/cluster/x is reserved for AWS, EKS or Karpenter (keys starting aws:,"
+            " eks:eks-cluster-name, kubernetes.io/cluster, karpenter.sh/nodepool, karpenter.sh/nodeclaim,"
+            " karpenter.k8s.aws/ec2nodeclass)"
+        ],
+    ),
     ("missing region", lambda cfg: cfg.pop("aws:region"), ["aws:region is required"]),
     (
         "bad region",
