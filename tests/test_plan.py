@@ -43,7 +43,13 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, s
 def test_plan_writes_every_file(written, stack: str) -> None:
     out, proc = written[stack]
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["helm-releases.yaml", "manifests", "resources.json", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "helm-releases.yaml",
+        "manifests",
+        "policy-report.json",
+        "resources.json",
+        "summary.md",
+    ]
     assert f"plan for stack {stack}:" in proc.stdout and proc.stdout.rstrip().endswith(" s)"), proc.stdout
 
 

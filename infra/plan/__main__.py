@@ -1,7 +1,8 @@
-"""`python -m infra.plan --stack NAME --out DIR [--config FILE]`
+"""`python -m infra.plan --stack NAME --out DIR [--config FILE] [--policy-config FILE]`
 
-Exit 0: plan written. Exit 2: invalid config (key-path errors on stderr, nothing
-written). Exit 1: the program itself failed.
+Exit 0: plan written, no mandatory policy violation. Exit 2: invalid config
+(key-path errors on stderr, nothing written). Exit 3: plan written, but a
+mandatory policy is violated (named on stderr). Exit 1: the program itself failed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", required=True, help="stack name; reads Pulumi.<stack>.yaml unless --config")
     parser.add_argument("--out", required=True, type=Path, help="directory to write the plan to (replaced)")
     parser.add_argument("--config", type=Path, help="a stack config file in Pulumi.<stack>.yaml format")
+    parser.add_argument(
+        "--policy-config",
+        type=Path,
+        help="policy pack config (default: policies/config/<environment>.json, as CI passes to pulumi preview)",
+    )
     args = parser.parse_args(argv)
 
     # Imports after argument parsing so `--help` stays fast.
+    from infra.plan import policies
     from infra.plan.run import ROOT, read_stack_file, run_program
     from infra.plan.writer import PlanWriteError, write_plan
 
@@ -35,16 +42,23 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return 2
+    outcome = policies.check(recorded, settings.environment, args.policy_config)
     try:
-        counts = write_plan(args.out, args.stack, config_file, settings, recorded, secret_keys)
+        counts = write_plan(args.out, args.stack, config_file, settings, recorded, secret_keys, outcome)
     except PlanWriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
     print(
         f"plan for stack {args.stack}: {counts['resources']} resources, {counts['manifests']} Kubernetes manifests,"
-        f" {counts['helm_releases']} Helm releases -> {args.out} ({elapsed:.2f} s)"
+        f" {counts['helm_releases']} Helm releases, {len(outcome.violations)} policy violations"
+        f" ({len(outcome.mandatory)} mandatory) -> {args.out} ({elapsed:.2f} s)"
     )
+    if outcome.mandatory:
+        print("error: mandatory policy violations (see policy-report.json):", file=sys.stderr)
+        for v in outcome.mandatory:
+            print(f"  [{v.policy}] {v.name or '(stack)'}: {v.message}", file=sys.stderr)
+        return 3
     return 0
 
 

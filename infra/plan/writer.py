@@ -13,6 +13,7 @@ import yaml
 
 from infra import versions
 from infra.plan.mocks import Recorded
+from infra.plan.policies import PolicyOutcome
 from infra.settings import Settings
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -53,7 +54,13 @@ def helm_release(res: Recorded) -> dict[str, Any]:
 
 
 def write_plan(
-    out: Path, stack: str, config_file: Path, settings: Settings, recorded: list[Recorded], secret_keys: list[str]
+    out: Path,
+    stack: str,
+    config_file: Path,
+    settings: Settings,
+    recorded: list[Recorded],
+    secret_keys: list[str],
+    policies: PolicyOutcome,
 ) -> dict[str, int]:
     manifests = [manifest(r) for r in recorded if is_manifest(r)]
     releases = [helm_release(r) for r in recorded if r.type == HELM_RELEASE]
@@ -76,7 +83,11 @@ def write_plan(
         for name, obj in zip(names, manifests, strict=True):
             (staging / "manifests" / name).write_text(yaml.safe_dump(obj, sort_keys=False))
         (staging / "helm-releases.yaml").write_text(yaml.safe_dump(releases, sort_keys=False))
-        (staging / "summary.md").write_text(summary(stack, settings, recorded, manifests, releases, secret_keys))
+        (staging / "policy-report.json").write_text(policies.as_json())
+        text = summary(stack, settings, recorded, manifests, releases, secret_keys) + "\n".join(
+            ["", *policies.summary_lines()]
+        )
+        (staging / "summary.md").write_text(text)
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,184 @@
+"""What runs on the cluster: GPU pods that can actually schedule, GPU daemons that
+cover every GPU pool, pinned images, bounded KEDA scaling."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pulumi_policy import PolicyResource, ResourceValidationArgs
+
+from infra import contract, scheduling
+from policies.rules.common import (
+    ADVISORY,
+    HELM_RELEASE,
+    NODEPOOL,
+    POD_TEMPLATE_PATHS,
+    SCALED_JOB,
+    SCALED_OBJECT,
+    Config,
+    containers,
+    pod_spec,
+    resource_policy,
+    schema,
+    stack_policy,
+)
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+POD_KINDS = list(POD_TEMPLATE_PATHS)
+
+
+def _workload(r: PolicyResource | ResourceValidationArgs) -> str:
+    name = (r.props.get("metadata") or {}).get("name") or r.name
+    return f"{r.resource_type.rsplit(':', 1)[-1]} {name}"
+
+
+def _pools(resources: list[PolicyResource]) -> list[scheduling.PoolNodes]:
+    return [scheduling.pool_nodes(r.props) for r in resources if r.resource_type == NODEPOOL]
+
+
+def _gpu_placement(resources: list[PolicyResource], _: Config) -> Iterable[tuple[str, str | None]]:
+    pools = _pools(resources)
+    gpu_pools = {p.name for p in pools if p.gpu}
+    for r in resources:
+        spec = pod_spec(r.resource_type, r.props)
+        if not spec or not scheduling.requests_gpu(spec):
+            continue
+        accepted = set(scheduling.pools_accepting(spec, pools))
+        if not accepted & gpu_pools:
+            yield (
+                f"{_workload(r)} requests {contract.GPU_RESOURCE} but tolerates and selects no GPU NodePool"
+                f" (GPU pools: {sorted(gpu_pools)}; nodeSelector {spec.get('nodeSelector') or {}},"
+                f" tolerations {spec.get('tolerations') or []}): it would stay Pending",
+                r.urn,
+            )
+
+
+def _gpu_daemon_coverage(resources: list[PolicyResource], config: Config) -> Iterable[tuple[str, str | None]]:
+    gpu_pools = [p for p in _pools(resources) if p.gpu]
+    for r in resources:
+        if r.resource_type != HELM_RELEASE or r.props.get("name") not in config["gpuDaemonReleases"]:
+            continue
+        values = r.props.get("values") or {}
+        spec = {k: values.get(k) for k in ("nodeSelector", "affinity", "tolerations")}
+        missed = sorted(p.name for p in gpu_pools if not scheduling.pod_fits(spec, p))
+        if missed:
+            yield (
+                f"Helm release {r.props.get('name')} cannot run on GPU NodePools {missed}: their nodes would never"
+                " advertise or report GPUs",
+                r.urn,
+            )
+
+
+def _images(args: ResourceValidationArgs) -> list[str]:
+    spec = pod_spec(args.resource_type, args.props)
+    if spec is not None:
+        return [c.get("image", "") for c in containers(spec)]
+    if args.resource_type == HELM_RELEASE:
+        return [ref for ref in _helm_images(args.props.get("values") or {})]
+    return []
+
+
+def _helm_images(values: Any) -> Iterable[str]:
+    """`image: {repository, tag, digest}` blocks anywhere in chart values, as references."""
+    if isinstance(values, Mapping):
+        image = values.get("image")
+        if isinstance(image, Mapping) and image.get("repository"):
+            ref = str(image["repository"])
+            if image.get("tag"):
+                ref += f":{image['tag']}"
+            if image.get("digest"):
+                ref += f"@{image['digest']}"
+            yield ref
+        for value in values.values():
+            yield from _helm_images(value)
+    elif isinstance(values, list):
+        for value in values:
+            yield from _helm_images(value)
+
+
+def _tag(ref: str) -> str | None:
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def _tag_pinned(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
+    for ref in _images(args):
+        if DIGEST.search(ref):
+            continue
+        tag = _tag(ref)
+        if not tag or tag == "latest":
+            yield f"{_workload(args)} runs image {ref!r} without a pinned tag (no tag or 'latest')"
+
+
+def _digest_pinned(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
+    # Only pod templates this program renders: a chart's own images are pinned by
+    # its exact chart version (helm-chart-pinned), and the chart decides them.
+    spec = pod_spec(args.resource_type, args.props)
+    for ref in [c.get("image", "") for c in containers(spec)] if spec is not None else []:
+        if not DIGEST.search(ref):
+            yield f"{_workload(args)} runs image {ref!r} by tag only; pin it by digest (@sha256:...)"
+
+
+def _max_replicas(args: ResourceValidationArgs, config: Config) -> Iterable[str]:
+    spec = args.props.get("spec") or {}
+    value = spec.get("maxReplicaCount")
+    if value is None:
+        yield f"{_workload(args)} sets no maxReplicaCount: a runaway trigger could scale it without bound"
+    elif int(value) > config["maxReplicas"]:
+        yield f"{_workload(args)} allows {int(value)} replicas; this environment allows at most {config['maxReplicas']}"
+
+
+POLICIES = [
+    stack_policy(
+        "gpu-workload-placement",
+        "Every pod template that requests nvidia.com/gpu tolerates the GPU taints and selects a NodePool that exists.",
+        "Build tolerations and nodeSelector from infra.contract.PoolContract for the pool the workload runs on.",
+        _gpu_placement,
+    ),
+    stack_policy(
+        "gpu-daemon-coverage",
+        "GPU node daemons (device plugin, DCGM exporter) can run on every GPU NodePool.",
+        "Build their affinity and tolerations from infra.contract (gpu_node_affinity, gpu_daemon_tolerations).",
+        _gpu_daemon_coverage,
+        config=schema(
+            gpuDaemonReleases={
+                "type": "array",
+                "items": {"type": "string"},
+                "default": ["nvidia-device-plugin", "dcgm-exporter"],
+                "description": "Helm release names of daemons that must run on every GPU node.",
+            }
+        ),
+    ),
+    resource_policy(
+        "image-tag-pinned",
+        "Container images have a tag that is not latest (or a digest).",
+        "Pin the image tag in infra/versions.py or the workload config.",
+        [*POD_KINDS, HELM_RELEASE],
+        _tag_pinned,
+    ),
+    resource_policy(
+        "image-digest-pinned",
+        "Container images of rendered pod templates are pinned by digest (mandatory in prod).",
+        "Reference images as repository@sha256:<digest>.",
+        POD_KINDS,
+        _digest_pinned,
+        enforcement=ADVISORY,
+    ),
+    resource_policy(
+        "keda-max-replicas",
+        "KEDA ScaledObjects and ScaledJobs set maxReplicaCount within this environment's bound.",
+        "Set maxReplicas in the workload config, within maxReplicas of policies/config/<env>.json.",
+        [SCALED_OBJECT, SCALED_JOB],
+        _max_replicas,
+        config=schema(
+            maxReplicas={
+                "type": "integer",
+                "default": 50,
+                "description": "Highest maxReplicaCount a ScaledObject or ScaledJob may set.",
+            }
+        ),
+    ),
+]
