@@ -256,3 +256,57 @@ def test_edited_values_are_the_new_ones(tmp_path: Path) -> None:
     assert sliced["sharing"]["timeSlicing"]["resources"][0]["replicas"] == 8
     assert m["nodepool_gpu-shared.yaml"]["spec"]["limits"]["nvidia.com/gpu"] == 2 * 8
     assert m["nodeoverlay_gpu-shared-slices-4gpu.yaml"]["spec"]["capacity"]["nvidia.com/gpu"] == "32"
+
+
+# --- policies in the plan --------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_plans_have_no_mandatory_policy_violation(written, stack: str) -> None:
+    out, _ = written[stack]
+    report = json.loads((out / "policy-report.json").read_text())
+    assert report["mandatoryViolations"] == 0, report["violations"]
+    assert report["policyConfig"].endswith(f"policies/config/{stack}.json")
+    assert len(report["policiesEvaluated"]) >= 20
+    assert "## Policies" in (out / "summary.md").read_text()
+
+
+BROKEN_PROD = [
+    ("forbidden family", lambda c: c[NP]["gpu"].__setitem__("instanceFamilies", ["g5"]), "allowed-instance-families"),
+    ("spot GPUs", lambda c: c[NP]["gpu"].__setitem__("capacityTypes", ["spot", "on-demand"]), "allowed-capacity-types"),
+    (
+        "public API",
+        lambda c: c["gpu-inference:cluster"].__setitem__("endpointPublicAccess", True),
+        "eks-endpoint-access",
+    ),
+    ("untagged team", lambda c: c["gpu-inference:tags"].pop("team"), "required-tags"),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "rule"), BROKEN_PROD, ids=[b[0] for b in BROKEN_PROD])
+def test_a_broken_prod_copy_exits_3_naming_the_rule(tmp_path: Path, case, edit, rule: str) -> None:
+    config = stack_config("prod")
+    edit(config)
+    out = tmp_path / "out"
+    proc = run_plan(tmp_path, "--stack", "prod", "--out", str(out), "--config", str(write_stack(tmp_path, config)))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"[{rule}]" in proc.stderr
+    report = json.loads((out / "policy-report.json").read_text())
+    assert {v["policy"] for v in report["violations"] if v["enforcement"] == "mandatory"} == {rule}
+    assert f"| {rule} | mandatory |" in (out / "summary.md").read_text()
+
+
+def test_the_same_break_is_only_advisory_where_config_says_so(tmp_path: Path) -> None:
+    config = stack_config("dev")
+    config["gpu-inference:tags"] = {}
+    config["gpu-inference:environment"] = "dev"
+    out = tmp_path / "out"
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"required-tags": {"enforcementLevel": "advisory", "requiredTags": ["team"]}}))
+    args = ["--stack", "dev", "--out", str(out), "--config", str(write_stack(tmp_path, config))]
+    proc = run_plan(tmp_path, *args, "--policy-config", str(policy))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "policy-report.json").read_text())
+    advisories = [v for v in report["violations"] if v["policy"] == "required-tags"]
+    assert advisories and all(v["enforcement"] == "advisory" for v in advisories)
+    assert all("lacks required tags ['team']" in v["message"] for v in advisories)
