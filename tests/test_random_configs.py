@@ -1,0 +1,97 @@
+"""Stacks nobody wrote by hand: seeded random valid configs must plan, validate
+against the upstream schemas, keep the scheduling contract and pass the pack's
+defaults. (The two stack files are not the only configs users run.)"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from infra import catalog, contract, versions
+from infra.plan import policies
+from infra.scheduling import pool_nodes, pools_accepting
+from tests.conftest import plan_of
+from tests.support.schemas import validate
+
+SEEDS = list(range(12))
+
+
+def random_pool(rng: random.Random, gpu: str) -> dict[str, Any]:
+    arch = rng.choice(["amd64", "arm64"]) if gpu == "none" else "amd64"
+    names = catalog.GPU_FAMILIES if gpu != "none" else catalog.CPU_FAMILIES
+    pool_families = [f for f in names if catalog.FAMILIES[f].arch == arch or gpu != "none"]
+    pool: dict[str, Any] = {
+        "gpu": gpu,
+        "instanceFamilies": rng.sample(pool_families, rng.randint(1, 3)),
+        "capacityTypes": rng.choice([["spot"], ["on-demand"], ["spot", "on-demand"]]),
+        "maxCpu": rng.randint(8, 2000),
+        "consolidation": rng.choice(["WhenEmpty", "WhenEmptyOrUnderutilized"]),
+        "consolidateAfter": rng.choice(["30s", "5m", "1h30m"]),
+    }
+    if gpu != "none":
+        pool["maxGpus"] = rng.randint(1, 64)
+        pool["rootVolumeGib"] = rng.choice([100, 300, 1000])
+    if gpu == "shared":
+        pool["timeSlicingReplicas"] = rng.randint(2, 48)
+    if rng.random() < 0.3:
+        pool["weight"] = rng.randint(1, 100)
+    if rng.random() < 0.3:
+        pool["disruptionBudgets"] = [{"nodes": "1"}, {"nodes": "0", "schedule": "@daily", "duration": "1h"}]
+    if rng.random() < 0.2:
+        pool["amiAlias"] = "bottlerocket@1.50.0"
+    return pool
+
+
+def random_config(seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    modes = ["none"] + [rng.choice(["none", "dedicated", "shared"]) for _ in range(rng.randint(0, 4))]
+    pools = {f"pool-{i}-{mode}": random_pool(rng, mode) for i, mode in enumerate(modes)}
+    region = rng.choice(["us-east-1", "us-west-2", "eu-west-1"])
+    return {
+        "aws:region": region,
+        "gpu-inference:environment": f"env{seed}",
+        "gpu-inference:tags": {"team": f"t{seed}"},
+        "gpu-inference:network": {
+            "cidr": rng.choice(["10.0.0.0/16", "172.16.0.0/18", "192.168.0.0/20"]),
+            "azCount": rng.randint(2, 3),
+            "natGateways": rng.choice(["single", "perAz"]),
+        },
+        "gpu-inference:cluster": {
+            "name": f"random-{seed}",
+            "version": rng.choice(versions.KUBERNETES_VERSIONS),
+            "endpointPublicAccess": rng.random() < 0.5,
+        },
+        "gpu-inference:nodePools": pools,
+    }
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_valid_config_renders_valid_consistent_objects(seed: int) -> None:
+    plan = plan_of(random_config(seed), stack=f"random{seed}")
+    version = plan.settings.cluster.version
+    errors = {f"{m['kind']}/{m['metadata']['name']}": validate(m, version) for m in plan.manifests}
+    assert {k: v for k, v in errors.items() if v} == {}
+
+    pools = [pool_nodes(p) for p in plan.objects("NodePool").values()]
+    gpu_pools = sorted(k for k, p in plan.settings.node_pools.items() if p.is_gpu)
+    device_plugin = plan.releases["nvidia-device-plugin"]["values"]
+    assert pools_accepting(device_plugin, pools) == gpu_pools
+    for name, pool in plan.settings.node_pools.items():
+        if pool.is_gpu:
+            terms = contract.PoolContract(name, pool.gpu)
+            pod = {"nodeSelector": terms.node_selector(), "tolerations": terms.tolerations()}
+            assert pools_accepting(pod, pools) == [name]
+    overlays = plan.objects("NodeOverlay")
+    expected = {
+        f"{name}-slices-{n}gpu"
+        for name, p in plan.settings.node_pools.items()
+        if p.gpu == "shared"
+        for n in p.gpu_counts
+    }
+    assert set(overlays) == expected
+
+    outcome = policies.check(plan.resources, plan.settings.environment)
+    assert outcome.config_file is None  # no policies/config/env<seed>.json: pack defaults
+    assert outcome.mandatory == [], [v.message for v in outcome.mandatory]
