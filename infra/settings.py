@@ -24,7 +24,6 @@ from infra import catalog, versions
 PROJECT = "gpu-inference"
 
 # Karpenter's own patterns (NodePool CRD v1), so a bad value fails here, not at `up`.
-DURATION = r"^([0-9]+(s|m|h))+$"
 DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
 BUDGET_NODES = r"^((100|[0-9]{1,2})%|[0-9]+)$"
 BUDGET_DURATION = r"^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$"

@@ -120,7 +120,7 @@ def test_vendored_karpenter_crds_match_the_pinned_version() -> None:
 
 def test_every_vendored_file_has_its_source_and_license_recorded() -> None:
     sources = (SCHEMA_ROOT / "SOURCES.md").read_text()
-    for path in SCHEMA_ROOT.rglob("*.yaml"):
+    for path in [*SCHEMA_ROOT.rglob("*.yaml"), *SCHEMA_ROOT.rglob("*.json")]:
         assert path.name in sources, f"{path.relative_to(SCHEMA_ROOT)} is not listed in schemas/SOURCES.md"
         assert path.parent.name in sources
     assert "Apache-2.0" in sources
