@@ -212,6 +212,11 @@ def controller_policy(cluster: str, region: str, account: str, queue_arn: str, n
     arn = f"arn:aws:ec2:{region}"
     owned = {f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned", "aws:RequestTag/eks:eks-cluster-name": cluster}
     tagged_owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
+    # What a launch creates, and so what Karpenter may create and tag at launch.
+    launched = [
+        f"{arn}:*:{kind}/*"
+        for kind in ("fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request")
+    ]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -241,14 +246,7 @@ def controller_policy(cluster: str, region: str, account: str, queue_arn: str, n
                 "Sid": "AllowScopedEC2InstanceActionsWithTags",
                 "Effect": "Allow",
                 "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                "Resource": [
-                    f"{arn}:*:fleet/*",
-                    f"{arn}:*:instance/*",
-                    f"{arn}:*:volume/*",
-                    f"{arn}:*:network-interface/*",
-                    f"{arn}:*:launch-template/*",
-                    f"{arn}:*:spot-instances-request/*",
-                ],
+                "Resource": launched,
                 "Condition": {
                     "StringEquals": owned,
                     "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
@@ -258,14 +256,7 @@ def controller_policy(cluster: str, region: str, account: str, queue_arn: str, n
                 "Sid": "AllowScopedResourceCreationTagging",
                 "Effect": "Allow",
                 "Action": "ec2:CreateTags",
-                "Resource": [
-                    f"{arn}:*:fleet/*",
-                    f"{arn}:*:instance/*",
-                    f"{arn}:*:volume/*",
-                    f"{arn}:*:network-interface/*",
-                    f"{arn}:*:launch-template/*",
-                    f"{arn}:*:spot-instances-request/*",
-                ],
+                "Resource": launched,
                 "Condition": {
                     "StringEquals": {
                         **owned,

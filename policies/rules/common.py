@@ -76,14 +76,7 @@ def resource_policy(
         for message in check(args, with_defaults(config, args.get_config())):
             report(message, None)
 
-    return ResourceValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=enforcement,
-        config_schema=config,
-        remediation_steps=remediation,
-    )
+    return ResourceValidationPolicy(validate=validate, **_metadata(name, description, remediation, enforcement, config))
 
 
 def stack_policy(
@@ -100,14 +93,19 @@ def stack_policy(
         for message, urn in check(list(args.resources), with_defaults(config, args.get_config())):
             report(message, urn)
 
-    return StackValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=enforcement,
-        config_schema=config,
-        remediation_steps=remediation,
-    )
+    return StackValidationPolicy(validate=validate, **_metadata(name, description, remediation, enforcement, config))
+
+
+def _metadata(
+    name: str, description: str, remediation: str, enforcement: EnforcementLevel, config: PolicyConfigSchema | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "enforcement_level": enforcement,
+        "config_schema": config,
+        "remediation_steps": remediation,
+    }
 
 
 def dig(value: Any, *path: str) -> Any:
