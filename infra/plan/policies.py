@@ -63,7 +63,7 @@ def policy_config(policy: Policy, config: dict[str, Any]) -> dict[str, Any]:
     return dict(entry) if isinstance(entry, dict) else {}
 
 
-def _options() -> PolicyResourceOptions:
+def resource_options() -> PolicyResourceOptions:
     return PolicyResourceOptions(
         protect=False,
         ignore_changes=[],
@@ -92,7 +92,7 @@ def _stack_resources(recorded: list[Recorded], providers: dict[str, PolicyProvid
     by_urn: dict[str, PolicyResource] = {}
     for r in recorded:
         by_urn[r.urn] = PolicyResource(
-            r.type, r.inputs, r.urn, r.name, _options(), _provider_of(r, providers), None, [], {}
+            r.type, r.inputs, r.urn, r.name, resource_options(), _provider_of(r, providers), None, [], {}
         )
     for r in recorded:
         resource = by_urn[r.urn]
@@ -118,7 +118,7 @@ def evaluate(policies: list[Policy], recorded: list[Recorded], config: dict[str,
         if isinstance(policy, ResourceValidationPolicy):
             for r in recorded:
                 args = ResourceValidationArgs(
-                    r.type, r.inputs, r.urn, r.name, _options(), _provider_of(r, providers), cfg
+                    r.type, r.inputs, r.urn, r.name, resource_options(), _provider_of(r, providers), cfg
                 )
                 policy.validate(args, lambda message, urn=None, _r=r: report(message, urn or _r.urn))
         elif isinstance(policy, StackValidationPolicy):

@@ -8,22 +8,17 @@ from typing import Any
 
 from pulumi_policy import (
     Policy,
-    PolicyCustomTimeouts,
     PolicyProviderResource,
     PolicyResource,
-    PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
 )
 
+from infra.plan.policies import resource_options as options
 from policies.rules import all_policies
 
 POLICIES = {p.name: p for p in all_policies()}
-
-
-def options() -> PolicyResourceOptions:
-    return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
 
 
 def urn(resource_type: str, name: str) -> str:
