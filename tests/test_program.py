@@ -79,3 +79,11 @@ def test_longest_cluster_name_stays_within_aws_name_limits() -> None:
             name = r.inputs.get("name") or r.inputs.get("nodeGroupName")
             if name:
                 assert len(name) <= limit, f"{typ} name {name!r} is {len(name)} characters (limit {limit})"
+
+
+def test_the_plan_is_deterministic() -> None:
+    """Two runs of one config record the same resources and inputs, so plan diffs show real changes."""
+    from tests.conftest import plan_of, stack_config
+
+    first, second = plan_of(stack_config("dev")), plan_of(stack_config("dev"))
+    assert [r.as_json() for r in first.resources] == [r.as_json() for r in second.resources]
