@@ -86,4 +86,8 @@ def test_the_plan_is_deterministic() -> None:
     from tests.conftest import plan_of, stack_config
 
     first, second = plan_of(stack_config("dev")), plan_of(stack_config("dev"))
-    assert [r.as_json() for r in first.resources] == [r.as_json() for r in second.resources]
+
+    def canonical(plan: Plan) -> list[dict]:
+        return sorted((r.as_json() for r in plan.resources), key=lambda r: r["urn"])
+
+    assert canonical(first) == canonical(second)

@@ -170,4 +170,5 @@ def check(recorded: list[Recorded], environment: str, config_file: Path | None =
     path = config_file or config_path(environment)
     policies = all_policies()
     violations = evaluate(policies, recorded, load_config(path))
-    return PolicyOutcome(path, tuple(sorted(p.name for p in policies)), tuple(violations))
+    ordered = sorted(violations, key=lambda v: (v.policy, v.urn or "", v.message))
+    return PolicyOutcome(path, tuple(sorted(p.name for p in policies)), tuple(ordered))

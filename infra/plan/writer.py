@@ -63,7 +63,7 @@ def write_plan(
     policies: PolicyOutcome,
 ) -> dict[str, int]:
     manifests = [manifest(r) for r in recorded if is_manifest(r)]
-    releases = [helm_release(r) for r in recorded if r.type == HELM_RELEASE]
+    releases = sorted((helm_release(r) for r in recorded if r.type == HELM_RELEASE), key=lambda r: r["name"])
     names = [manifest_filename(m) for m in manifests]
     dupes = [n for n, c in Counter(names).items() if c > 1]
     if dupes:
@@ -77,7 +77,8 @@ def write_plan(
             "stack": stack,
             "configFile": str(config_file),
             "metadata": {"secretConfigKeys": secret_keys},
-            "resources": [r.as_json() for r in recorded],
+            # Sorted by URN: registration order depends on which outputs resolve first.
+            "resources": [r.as_json() for r in sorted(recorded, key=lambda r: r.urn)],
         }
         (staging / "resources.json").write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
         for name, obj in zip(names, manifests, strict=True):
