@@ -1,7 +1,7 @@
 """gpu-inference: one `pulumi up` per environment.
 
 Order: settings (fail before any resource) -> AWS provider with default tags ->
-network -> EKS -> Karpenter -> node pools -> NVIDIA device plugin -> exports.
+network -> EKS -> Karpenter -> node pools -> NVIDIA device plugin -> GPU warm-up -> exports.
 """
 
 import pulumi
@@ -13,6 +13,7 @@ from infra.karpenter import Karpenter, KarpenterArgs
 from infra.network import Network, NetworkArgs
 from infra.nodepools import NodePools, NodePoolsArgs
 from infra.nvidia import DevicePlugin, DevicePluginArgs
+from infra.warmup import GpuWarmup, WarmupArgs
 
 cfg = stack_settings.load()
 
@@ -75,6 +76,11 @@ node_pools = NodePools(
     opts=all_opts,
 )
 device_plugin = DevicePlugin("nvidia", DevicePluginArgs(pools=cfg.node_pools), opts=all_opts)
+warmup = GpuWarmup(
+    "warmup",
+    WarmupArgs(pools=cfg.node_pools),
+    opts=pulumi.ResourceOptions.merge(all_opts, pulumi.ResourceOptions(depends_on=[node_pools, device_plugin])),
+)
 
 pulumi.export("region", cfg.region)
 pulumi.export("availabilityZones", zones)
@@ -88,3 +94,4 @@ pulumi.export("karpenterInterruptionQueue", karpenter.queue.name)
 pulumi.export("nodePools", node_pools.pool_names)
 pulumi.export("nodeOverlays", sorted(node_pools.overlays))
 pulumi.export("devicePluginConfigs", sorted(device_plugin.configs))
+pulumi.export("warmGpuPools", sorted(warmup.headroom))

@@ -8,6 +8,7 @@ pool gets one NodeOverlay per count.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -63,3 +64,27 @@ def gpu_counts(families: tuple[str, ...] | list[str]) -> tuple[int, ...]:
 
 def architectures(families: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(sorted({FAMILIES[name].arch for name in families}))
+
+
+# vCPUs of a size name within a CPU family: large=2, xlarge=4, Nxlarge=4N,
+# metal-Nxl=4N. Plain `metal` differs per family and is not accepted.
+_SIZE = re.compile(r"^(?:(?P<large>large)|(?P<n>[0-9]*)xlarge|metal-(?P<metal>[0-9]+)xl)$")
+
+
+def split_instance_type(name: str) -> tuple[str, str] | None:
+    """`m7i.xlarge` -> ("m7i", "xlarge"); None when not of that shape."""
+    family, dot, size = name.partition(".")
+    return (family, size) if dot and family and size else None
+
+
+def cpu_instance_vcpus(name: str) -> int | None:
+    """vCPUs of a CPU-family instance type such as `m7i.2xlarge`; None when unknown."""
+    parts = split_instance_type(name)
+    if parts is None or parts[0] not in CPU_FAMILIES:
+        return None
+    match = _SIZE.match(parts[1])
+    if match is None:
+        return None
+    if match["large"]:
+        return 2
+    return 4 * int(match["n"] or match["metal"] or 1)

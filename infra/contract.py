@@ -29,6 +29,12 @@ ROLE_LABEL = "gpu-inference.io/role"  # system (managed node group) | workload (
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 DEVICE_PLUGIN_DEFAULT_CONFIG = "exclusive"
 
+# Annotations that let tools reading only rendered objects (policies, cost) recover
+# settings: a shared pool's GPU limit is in slices, a headroom Deployment's GPUs
+# in slices too.
+TIME_SLICING_REPLICAS_ANNOTATION = "gpu-inference.io/time-slicing-replicas"
+WARM_GPUS_ANNOTATION = "gpu-inference.io/warm-gpus"
+
 # AWS tag Karpenter's EC2NodeClass selects subnets and security groups by.
 DISCOVERY_TAG = "karpenter.sh/discovery"
 

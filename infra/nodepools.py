@@ -117,6 +117,12 @@ def node_pool_spec(name: str, pool: PoolSettings) -> dict:
     return spec
 
 
+def node_pool_metadata(name: str, pool: PoolSettings) -> dict:
+    if pool.time_slicing_replicas is None:
+        return {"name": name}
+    return {"name": name, "annotations": {contract.TIME_SLICING_REPLICAS_ANNOTATION: str(pool.time_slicing_replicas)}}
+
+
 def node_overlay_specs(name: str, pool: PoolSettings) -> dict[str, dict]:
     """Overlay name -> spec, one per GPUs-per-instance count of a shared pool."""
     if pool.gpu != "shared":
@@ -156,7 +162,7 @@ class NodePools(pulumi.ComponentResource):
                 f"{name}-{key}",
                 api_version=KARPENTER_API,
                 kind="NodePool",
-                metadata={"name": key},
+                metadata=node_pool_metadata(key, pool),
                 spec=node_pool_spec(key, pool),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, self.node_classes[key]]),
             )

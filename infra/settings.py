@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from infra import catalog, versions
@@ -30,7 +30,10 @@ BUDGET_DURATION = r"^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$"
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 AMI_ALIAS = r"^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\.[0-9]+\.[0-9]+)$"
 IAM_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]+$"
-REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"  # commercial partition only (ARNs use `aws`)
+REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"
+SNAPSHOT_ID = r"^snap-[0-9a-f]{8,17}$"
+# registry/path:tag, registry/path@sha256:digest, or both; the tag must not be `latest`.
+IMAGE_REF = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"  # commercial partition only (ARNs use `aws`)
 
 # Tags AWS owns, or that Karpenter sets itself and its EC2NodeClass CRD rejects.
 RESERVED_TAG_PREFIXES = (
@@ -77,6 +80,35 @@ class _Model(BaseModel):
         return cls.model_validate_json(json.dumps(dict(raw)))
 
 
+def _image_ref(value: str) -> str:
+    """A container image pinned by tag (not `latest`) or digest."""
+    last = value.rsplit("/", 1)[-1]
+    tag = last.split("@", 1)[0].partition(":")[2]
+    if not re.match(IMAGE_REF, value) or ("@sha256:" not in value and tag in ("", "latest")):
+        raise _value_error(
+            "image",
+            "must be an image pinned by a tag other than latest or by digest, such as"
+            " 123456789012.dkr.ecr.us-west-2.amazonaws.com/llm:1.4.2 or repo/name@sha256:<64 hex> (got {got})",
+            value,
+        )
+    return value
+
+
+ImageRef = Annotated[str, AfterValidator(_image_ref)]
+
+
+class ImageCacheSettings(_Model):
+    """Ways to have a GPU node's inference images on disk before pods need them."""
+
+    # EBS snapshot whose volume already holds the images (see docs/image-snapshot.md).
+    snapshot_id: Annotated[str | None, Field(alias="snapshotId", pattern=SNAPSHOT_ID)] = None
+    volume_gib: Annotated[int, Field(alias="volumeGib", ge=20, le=16_384)] = 200
+    # Fallback without a snapshot: a DaemonSet pulls `images` (and the pool's
+    # inference images) as soon as a node joins.
+    pre_pull: Annotated[bool, Field(alias="prePull")] = True
+    images: tuple[ImageRef, ...] = ()
+
+
 class DisruptionBudget(_Model):
     nodes: Annotated[str, Field(pattern=BUDGET_NODES)] = "10%"
     schedule: str | None = None
@@ -112,6 +144,9 @@ class PoolSettings(_Model):
     root_volume_gib: Annotated[Annotated[int, Field(ge=20, le=16_384)] | None, Field(alias="rootVolumeGib")] = None
     ami_alias: Annotated[str, Field(alias="amiAlias", pattern=AMI_ALIAS)] = f"al2023@{versions.EKS_AMI_RELEASE}"
     weight: Annotated[int, Field(ge=1, le=100)] | None = None
+    # Physical GPUs kept running ahead of demand by low-priority placeholder pods.
+    warm_gpus: Annotated[int, Field(alias="warmGpus", ge=0, le=10_000)] = 0
+    image_cache: Annotated[ImageCacheSettings | None, Field(alias="imageCache")] = None
 
     @field_validator("instance_families", "capacity_types")
     @classmethod
@@ -145,6 +180,20 @@ class PoolSettings(_Model):
             raise _field_error("maxGpus", "is required for GPU pools (an integer >= 1)", None)
         if not is_gpu and self.max_gpus is not None:
             raise _field_error("maxGpus", "is only allowed on GPU pools (gpu: dedicated or shared)", self.max_gpus)
+        if self.warm_gpus and not is_gpu:
+            raise _field_error("warmGpus", "is only allowed on GPU pools (gpu: dedicated or shared)", self.warm_gpus)
+        if self.image_cache is not None and not is_gpu:
+            raise _field_error(
+                "imageCache",
+                "is only allowed on GPU pools (gpu: dedicated or shared) (got {got})",
+                self.image_cache.model_dump(by_alias=True, exclude_defaults=True),
+            )
+        if self.warm_gpus and self.max_gpus is not None and self.warm_gpus > self.max_gpus:
+            raise _field_error(
+                "warmGpus",
+                f"must be at most maxGpus ({self.max_gpus}): headroom counts against the limit (got {{got}})",
+                self.warm_gpus,
+            )
         if self.gpu == "shared" and self.time_slicing_replicas is None:
             raise _field_error("timeSlicingReplicas", "is required for shared GPU pools (an integer 2..48)", None)
         if self.gpu != "shared" and self.time_slicing_replicas is not None:
@@ -231,6 +280,21 @@ class SystemNodeSettings(_Model):
     desired_size: Annotated[int, Field(alias="desiredSize", ge=1, le=20)] = 2
     max_size: Annotated[int, Field(alias="maxSize", ge=1, le=20)] = 3
     disk_gib: Annotated[int, Field(alias="diskGib", ge=20, le=1000)] = 50
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        amd64 = [f for f in catalog.CPU_FAMILIES if catalog.FAMILIES[f].arch == "amd64"]
+        for name in value:
+            parts = catalog.split_instance_type(name)
+            if catalog.cpu_instance_vcpus(name) is None or catalog.FAMILIES[parts[0]].arch != "amd64":
+                raise _value_error(
+                    "instance_type",
+                    "must name x86_64 CPU instance types such as m7i.large or c7i.2xlarge"
+                    f" (sizes large, xlarge, Nxlarge, metal-Nxl; families {', '.join(amd64)}); got {{got}}",
+                    name,
+                )
+        return value
 
     @model_validator(mode="after")
     def _sizes(self) -> SystemNodeSettings:

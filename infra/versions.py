@@ -49,6 +49,8 @@ HELM_CHARTS: dict[str, HelmChart] = {
 IMAGES: dict[str, str] = {
     "karpenter-controller": f"public.ecr.aws/karpenter/controller:{KARPENTER_VERSION}",
     "nvidia-device-plugin": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
+    # Placeholder pods of the warm GPU headroom and the image pre-pull DaemonSet.
+    "pause": "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a",
 }
 
 # Kubernetes minor versions this program supports. Each needs core schemas for
@@ -72,6 +74,16 @@ EKS_ADDONS: dict[str, dict[str, str]] = {
         "1.33": "v1.12.1-eksbuild.2",
         "1.34": "v1.12.3-eksbuild.1",
     },
+}
+
+
+# End of EKS standard support per Kubernetes minor version (from the EKS version
+# calendar). After it a cluster is in extended support and its control plane is
+# billed at the extended rate; the cost estimate prices it so.
+EKS_STANDARD_SUPPORT_END: dict[str, str] = {
+    "1.32": "2026-03-23",
+    "1.33": "2026-07-29",
+    "1.34": "2026-12-02",
 }
 
 

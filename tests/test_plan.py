@@ -214,6 +214,7 @@ EDITS = [
         {
             (CONFIG_MAP, SLICED),
             ("nodepool_gpu-shared.yaml", "spec.limits.nvidia.com/gpu"),
+            ("nodepool_gpu-shared.yaml", "metadata.annotations.gpu-inference.io/time-slicing-replicas"),
             ("nodeoverlay_gpu-shared-slices-1gpu.yaml", "spec.capacity.nvidia.com/gpu"),
             ("nodeoverlay_gpu-shared-slices-4gpu.yaml", "spec.capacity.nvidia.com/gpu"),
             ("nodeoverlay_gpu-shared-slices-8gpu.yaml", "spec.capacity.nvidia.com/gpu"),

@@ -85,7 +85,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         [
             "nodePools.gpu.maxGPUs is not a known key (allowed: gpu, instanceFamilies, capacityTypes, maxCpu,"
             " maxMemoryGib, maxGpus, timeSlicingReplicas, consolidation, consolidateAfter, expireAfter,"
-            " disruptionBudgets, rootVolumeGib, amiAlias, weight)"
+            " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache)"
         ],
     ),
     ("maxGpus zero", _set(f"{NP}/gpu/maxGpus", 0), ["nodePools.gpu.maxGpus must be >= 1 (got 0)"]),

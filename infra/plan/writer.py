@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from infra import versions
+from infra import cost, versions
 from infra.plan.mocks import Recorded
 from infra.plan.policies import PolicyOutcome
 from infra.settings import Settings
@@ -69,6 +69,7 @@ def write_plan(
     if dupes:
         raise PlanWriteError(f"two Kubernetes objects would share a name: {', '.join(dupes)}")
 
+    estimate = cost.estimate(cost.CostInputs.from_settings(settings))
     _check_replaceable(out)
     staging = Path(tempfile.mkdtemp(prefix=".plan-", dir=out.parent if out.parent.exists() else None))
     try:
@@ -76,7 +77,7 @@ def write_plan(
         document = {
             "stack": stack,
             "configFile": str(config_file),
-            "metadata": {"secretConfigKeys": secret_keys},
+            "metadata": {"secretConfigKeys": secret_keys, "cost": estimate.as_json()},
             # Sorted by URN: registration order depends on which outputs resolve first.
             "resources": [r.as_json() for r in sorted(recorded, key=lambda r: r.urn)],
         }
@@ -85,8 +86,10 @@ def write_plan(
             (staging / "manifests" / name).write_text(yaml.safe_dump(obj, sort_keys=False))
         (staging / "helm-releases.yaml").write_text(yaml.safe_dump(releases, sort_keys=False))
         (staging / "policy-report.json").write_text(policies.as_json())
-        text = summary(stack, settings, recorded, manifests, releases, secret_keys) + "\n".join(
-            ["", *policies.summary_lines()]
+        text = (
+            summary(stack, settings, recorded, manifests, releases, secret_keys)
+            + "\n".join(["", *cost_lines(estimate)])
+            + "\n".join(["", *policies.summary_lines()])
         )
         (staging / "summary.md").write_text(text)
         if out.exists():
@@ -164,3 +167,28 @@ def summary(
     for name, version in versions.pinned_versions().items():
         lines.append(f"| {name} | `{version}` |")
     return "\n".join(lines) + "\n"
+
+
+def cost_lines(estimate: cost.CostEstimate) -> list[str]:
+    """The summary's cost section: idle line items, then each pool at its limits."""
+    lines = [
+        "## Cost per hour (USD, on-demand list prices)",
+        "",
+        f"Idle: **${estimate.idle_per_hour:,.2f}/h** (GPU and CPU pools at zero)."
+        f" Warm GPU headroom: **${estimate.headroom_per_hour:,.2f}/h**."
+        f" Worst case: **${estimate.worst_per_hour:,.2f}/h** (every pool at its limits).",
+        "",
+        "| idle item | per hour |",
+        "|---|---|",
+        *(f"| {item} | ${usd:,.4f} |" for item, usd in estimate.idle.items()),
+        "",
+        "| pool | worst case per hour | priciest fill | limit reached first | warm headroom per hour |",
+        "|---|---|---|---|---|",
+    ]
+    for name, pool in sorted(estimate.pools.items()):
+        lines.append(
+            f"| {name} | ${pool.worst_per_hour:,.2f} | {pool.worst_count:g} x {pool.worst_type}"
+            f" | {pool.binding_limit} | ${pool.headroom_per_hour:,.2f} |"
+        )
+    lines += ["", f"Prices as of {estimate.as_of} ({cost.PRICES_FILE.name}); " + "; ".join(estimate.notes) + ".", ""]
+    return lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import Policy
 
-from policies.rules import aws_resources, cluster, helm, nodeclasses, nodepools, workloads
+from policies.rules import aws_resources, cluster, cost, helm, nodeclasses, nodepools, workloads
 
 
 def all_policies() -> list[Policy]:
@@ -15,6 +15,7 @@ def all_policies() -> list[Policy]:
         *helm.POLICIES,
         *workloads.POLICIES,
         *aws_resources.POLICIES,
+        *cost.POLICIES,
     ]
     names = [p.name for p in policies]
     duplicates = sorted({n for n in names if names.count(n) > 1})

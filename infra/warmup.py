@@ -1,0 +1,191 @@
+"""GPU cold start: warm headroom and image pre-pull.
+
+Warm headroom: per GPU pool with `warmGpus > 0`, a Deployment of pause
+containers asks for that many GPUs (slices on a shared pool) at a negative
+priority, so Karpenter keeps those GPUs running. A real pod (priority 0)
+preempts a placeholder at once and lands on a node that is already up with its
+device plugin ready; the evicted placeholder goes pending and Karpenter buys the
+headroom back behind it. The price is the headroom's hourly cost, shown in the
+plan summary, and it counts against the pool's `maxGpus`.
+
+Pre-pull: per GPU pool whose `imageCache.prePull` is on and that has images to
+pull, a DaemonSet on that pool's nodes runs one init container per image, so
+the kubelet pulls every image as soon as the node joins. It pairs with
+headroom: a headroom node has the images before any real pod arrives. Each
+image must contain `/bin/sh` (the init container runs `sh -c true`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import contract, versions
+from infra.settings import PoolSettings
+
+NAMESPACE = "gpu-warmup"
+PRIORITY_CLASS = "gpu-headroom"
+# Below the default 0 of every pod without a class, so any real pod preempts a placeholder.
+PRIORITY = -10
+HEADROOM_APP = "gpu-headroom"
+PREPULL_APP = "image-prepull"
+
+
+@dataclass(frozen=True)
+class WarmupArgs:
+    pools: Mapping[str, PoolSettings]
+    # Pool -> inference images that run there (added by the workloads): pulled too.
+    pool_images: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
+    """(pods, GPUs each) that hold `warmGpus` physical GPUs.
+
+    A shared pool's nodes advertise `replicas` slices per GPU: one slice per pod
+    lets a real pod preempt exactly the slice it needs.
+    """
+    return pool.warm_gpus * (pool.time_slicing_replicas or 1), 1
+
+
+def _restricted() -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 65535,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_base(pool_name: str, pool: PoolSettings) -> dict:
+    terms = contract.PoolContract(pool_name, pool.gpu)
+    return {
+        "nodeSelector": terms.node_selector(),
+        "tolerations": terms.tolerations(),
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 0,
+    }
+
+
+def headroom_deployment(pool_name: str, pool: PoolSettings) -> dict:
+    pods, gpus = placeholder_shape(pool)
+    labels = {"app.kubernetes.io/name": HEADROOM_APP, contract.NODEPOOL_LABEL: pool_name}
+    resources = {
+        "requests": {"cpu": "10m", "memory": "16Mi", contract.GPU_RESOURCE: str(gpus)},
+        "limits": {"memory": "16Mi", contract.GPU_RESOURCE: str(gpus)},
+    }
+    return {
+        "metadata": {
+            "name": f"headroom-{pool_name}",
+            "namespace": NAMESPACE,
+            "labels": labels,
+            "annotations": {contract.WARM_GPUS_ANNOTATION: str(pool.warm_gpus)},
+        },
+        "spec": {
+            "replicas": pods,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **_pod_base(pool_name, pool),
+                    "priorityClassName": PRIORITY_CLASS,
+                    "containers": [
+                        {
+                            "name": "pause",
+                            "image": versions.IMAGES["pause"],
+                            "resources": resources,
+                            "securityContext": _restricted(),
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def prepull_images(pool_name: str, pool: PoolSettings, pool_images: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Images the pool's nodes pull at join, in a stable order without repeats."""
+    if pool.image_cache is not None and not pool.image_cache.pre_pull:
+        return []
+    configured = pool.image_cache.images if pool.image_cache is not None else ()
+    return list(dict.fromkeys([*configured, *pool_images.get(pool_name, ())]))
+
+
+def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> dict:
+    labels = {"app.kubernetes.io/name": PREPULL_APP, contract.NODEPOOL_LABEL: pool_name}
+    small = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+    pulls = [
+        {
+            "name": f"pull-{i}",
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "-c", "true"],
+            "resources": small,
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }
+        for i, image in enumerate(images)
+    ]
+    return {
+        "metadata": {"name": f"prepull-{pool_name}", "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            # Pulls are big: one node at a time on an image change, never all at once.
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **_pod_base(pool_name, pool),
+                    "initContainers": pulls,
+                    "containers": [
+                        {
+                            "name": "pause",
+                            "image": versions.IMAGES["pause"],
+                            "resources": small,
+                            "securityContext": _restricted(),
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+class GpuWarmup(pulumi.ComponentResource):
+    def __init__(self, name: str, args: WarmupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:warmup:GpuWarmup", name, None, opts)
+        gpu_pools = {k: p for k, p in sorted(args.pools.items()) if p.is_gpu}
+        headroom = {k: headroom_deployment(k, p) for k, p in gpu_pools.items() if p.warm_gpus}
+        prepull = {k: images for k, p in gpu_pools.items() if (images := prepull_images(k, p, args.pool_images))}
+        self.headroom: dict[str, k8s.apps.v1.Deployment] = {}
+        self.prepull: dict[str, k8s.apps.v1.DaemonSet] = {}
+        self.priority_class: k8s.scheduling.v1.PriorityClass | None = None
+        if headroom or prepull:
+            child = pulumi.ResourceOptions(parent=self)
+            namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=child)
+            ns_child = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+            if headroom:
+                self.priority_class = k8s.scheduling.v1.PriorityClass(
+                    f"{name}-priority",
+                    metadata={"name": PRIORITY_CLASS},
+                    value=PRIORITY,
+                    global_default=False,
+                    # Placeholders wait; they never evict anything to get a GPU.
+                    preemption_policy="Never",
+                    description="Warm GPU headroom placeholders: preempted by any real pod.",
+                    opts=child,
+                )
+                placeholders = pulumi.ResourceOptions(parent=self, depends_on=[namespace, self.priority_class])
+                for key, obj in headroom.items():
+                    self.headroom[key] = k8s.apps.v1.Deployment(
+                        f"{name}-headroom-{key}", metadata=obj["metadata"], spec=obj["spec"], opts=placeholders
+                    )
+            for key, images in prepull.items():
+                obj = prepull_daemonset(key, gpu_pools[key], images)
+                self.prepull[key] = k8s.apps.v1.DaemonSet(
+                    f"{name}-prepull-{key}", metadata=obj["metadata"], spec=obj["spec"], opts=ns_child
+                )
+        self.register_outputs({"headroomPools": sorted(self.headroom), "prePullPools": sorted(self.prepull)})
