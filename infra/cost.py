@@ -113,7 +113,7 @@ class PoolCostInputs:
     max_cpu: float
     max_gpus: float | None = None  # physical GPUs
     max_memory_gib: float | None = None
-    warm_gpus: int = 0
+    warm_gpus: int = 0  # physical GPUs held by the headroom
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class CostInputs:
                     max_cpu=pool.max_cpu,
                     max_gpus=pool.max_gpus,
                     max_memory_gib=pool.max_memory_gib,
-                    warm_gpus=pool.warm_gpus,
+                    warm_gpus=pool.warm_physical_gpus,
                 )
                 for name, pool in sorted(settings.node_pools.items())
             ),

@@ -37,13 +37,9 @@ def pool_contract(name: str, pool: PoolSettings) -> contract.PoolContract:
 
 
 def gpu_limit(pool: PoolSettings) -> int:
-    """The NodePool's `nvidia.com/gpu` limit.
-
-    Karpenter counts a node's advertised capacity against limits; a shared node
-    advertises replicas x physical GPUs, so the limit is in slices there.
-    """
+    """The NodePool's `nvidia.com/gpu` limit (in slices on a shared pool)."""
     assert pool.max_gpus is not None
-    return pool.max_gpus * (pool.time_slicing_replicas or 1)
+    return pool.gpu_limit
 
 
 def block_devices(pool: PoolSettings) -> list[dict]:

@@ -144,7 +144,9 @@ class PoolSettings(_Model):
     root_volume_gib: Annotated[Annotated[int, Field(ge=20, le=16_384)] | None, Field(alias="rootVolumeGib")] = None
     ami_alias: Annotated[str, Field(alias="amiAlias", pattern=AMI_ALIAS)] = f"al2023@{versions.EKS_AMI_RELEASE}"
     weight: Annotated[int, Field(ge=1, le=100)] | None = None
-    # Physical GPUs kept running ahead of demand by low-priority placeholder pods.
+    # GPUs kept running ahead of demand by low-priority placeholder pods, in the
+    # unit the pool's pods request: physical GPUs on a dedicated pool, slices on
+    # a shared one (so `warmGpus: 4` with 4 replicas keeps one physical GPU up).
     warm_gpus: Annotated[int, Field(alias="warmGpus", ge=0, le=10_000)] = 0
     image_cache: Annotated[ImageCacheSettings | None, Field(alias="imageCache")] = None
 
@@ -188,10 +190,12 @@ class PoolSettings(_Model):
                 "is only allowed on GPU pools (gpu: dedicated or shared) (got {got})",
                 self.image_cache.model_dump(by_alias=True, exclude_defaults=True),
             )
-        if self.warm_gpus and self.max_gpus is not None and self.warm_gpus > self.max_gpus:
+        if self.warm_gpus and self.max_gpus is not None and self.warm_gpus > self.gpu_limit:
+            limit = f"maxGpus ({self.max_gpus})"
+            if self.time_slicing_replicas:
+                limit += f" x timeSlicingReplicas ({self.time_slicing_replicas}) = {self.gpu_limit} slices"
             raise _field_error(
-                "warmGpus",
-                f"must be at most maxGpus ({self.max_gpus}): headroom counts against the limit (got {{got}})",
+                "warmGpus", f"must be at most the pool's GPU limit, {limit}: headroom counts against it (got {{got}})",
                 self.warm_gpus,
             )
         if self.gpu == "shared" and self.time_slicing_replicas is None:
@@ -209,6 +213,20 @@ class PoolSettings(_Model):
     @property
     def is_gpu(self) -> bool:
         return self.gpu != "none"
+
+    @property
+    def gpu_limit(self) -> int:
+        """The pool's `nvidia.com/gpu` limit in what its nodes advertise: slices on a shared pool.
+
+        Karpenter counts a node's advertised capacity against limits; a shared
+        node advertises replicas x physical GPUs.
+        """
+        return (self.max_gpus or 0) * (self.time_slicing_replicas or 1)
+
+    @property
+    def warm_physical_gpus(self) -> int:
+        """Physical GPUs the headroom keeps up (slices round up to whole GPUs)."""
+        return math.ceil(self.warm_gpus / (self.time_slicing_replicas or 1))
 
     @property
     def root_volume(self) -> int:

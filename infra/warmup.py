@@ -1,7 +1,8 @@
 """GPU cold start: warm headroom and image pre-pull.
 
 Warm headroom: per GPU pool with `warmGpus > 0`, a Deployment of pause
-containers asks for that many GPUs (slices on a shared pool) at a negative
+containers asks for that many GPUs (slices on a shared pool, since that is what
+its pods request and what its NodePool limit counts) at a negative
 priority, so Karpenter keeps those GPUs running. A real pod (priority 0)
 preempts a placeholder at once and lands on a node that is already up with its
 device plugin ready; the evicted placeholder goes pending and Karpenter buys the
@@ -42,12 +43,12 @@ class WarmupArgs:
 
 
 def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
-    """(pods, GPUs each) that hold `warmGpus` physical GPUs.
+    """(pods, GPUs each) that hold `warmGpus`: GPUs on a dedicated pool, slices on a shared one.
 
-    A shared pool's nodes advertise `replicas` slices per GPU: one slice per pod
-    lets a real pod preempt exactly the slice it needs.
+    One unit per pod lets a real pod preempt exactly what it needs, and leaves
+    the rest of the headroom standing.
     """
-    return pool.warm_gpus * (pool.time_slicing_replicas or 1), 1
+    return pool.warm_gpus, 1
 
 
 def _restricted() -> dict:

@@ -56,6 +56,8 @@ def kitchen_sink_config() -> dict:
         "consolidation": "WhenEmpty",
         "consolidateAfter": "Never",
     }
+    pools["gpu"].update(warmGpus=2, imageCache={"images": ["registry.example.com/llm:1.0.0"]})
+    pools["gpu-shared"].update(warmGpus=4)
     cfg["gpu-inference:cluster"]["version"] = "1.32"
     return cfg
 
@@ -63,7 +65,15 @@ def kitchen_sink_config() -> dict:
 def test_every_optional_key_renders_valid_objects() -> None:
     plan = plan_of(kitchen_sink_config())
     names = {m["metadata"]["name"] for m in plan.manifests}
-    assert {"arm", "h100", "h100-slices-1gpu", "h100-slices-8gpu"} <= names
+    assert {
+        "arm",
+        "h100",
+        "h100-slices-1gpu",
+        "h100-slices-8gpu",
+        "gpu-headroom",
+        "headroom-gpu",
+        "prepull-gpu",
+    } <= names
     assert _all_errors(plan) == {}
 
 

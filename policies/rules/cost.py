@@ -8,6 +8,7 @@ function the plan summary uses: one computation, two readers.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -89,12 +90,13 @@ def _pool(props: Mapping[str, Any], warm: Mapping[str, int]) -> cost.PoolCostInp
         max_cpu=quantity(limits.get("cpu")) or 0.0,
         max_gpus=gpus / replicas if gpus is not None else None,
         max_memory_gib=quantity(limits.get("memory"), "memory"),
-        warm_gpus=warm.get(name, 0),
+        # The annotation counts the pool's unit (slices on a shared pool); cost wants physical GPUs.
+        warm_gpus=math.ceil(warm.get(name, 0) / replicas),
     )
 
 
 def _warm_gpus(deployments: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Pool -> physical GPUs held warm, from the headroom Deployments' annotation."""
+    """Pool -> GPUs (slices on a shared pool) held warm, from the headroom Deployments' annotation."""
     warm: dict[str, int] = {}
     for props in deployments:
         value = dig(props, "metadata", "annotations", contract.WARM_GPUS_ANNOTATION)
