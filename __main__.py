@@ -1,7 +1,8 @@
 """gpu-inference: one `pulumi up` per environment.
 
 Order: settings (fail before any resource) -> AWS provider with default tags ->
-network -> EKS -> Karpenter -> node pools -> NVIDIA device plugin -> GPU warm-up -> exports.
+network -> EKS -> Karpenter -> node pools -> NVIDIA device plugin -> monitoring -> KEDA ->
+GPU warm-up -> workloads (inference services, batch jobs, load generator) -> exports.
 """
 
 import pulumi
@@ -10,10 +11,17 @@ import pulumi_aws as aws
 from infra import settings as stack_settings
 from infra.cluster import Cluster, ClusterArgs
 from infra.karpenter import Karpenter, KarpenterArgs
+from infra.keda import Keda, KedaArgs
+from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodepools import NodePools, NodePoolsArgs
 from infra.nvidia import DevicePlugin, DevicePluginArgs
 from infra.warmup import GpuWarmup, WarmupArgs
+from workloads import batch_job, inference
+from workloads.batch_job import BatchJob, BatchJobArgs
+from workloads.inference import InferenceService, InferenceServiceArgs
+from workloads.load_generator import LoadGenerator, LoadGeneratorArgs
+from workloads.namespaces import WorkloadNamespaces, WorkloadNamespacesArgs
 
 cfg = stack_settings.load()
 
@@ -76,11 +84,59 @@ node_pools = NodePools(
     opts=all_opts,
 )
 device_plugin = DevicePlugin("nvidia", DevicePluginArgs(pools=cfg.node_pools), opts=all_opts)
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        settings=cfg.monitoring,
+        storage_class=cluster.storage_class.metadata.name,
+        depends_on=[cluster.system_node_group, cluster.ebs_csi],
+    ),
+    opts=all_opts,
+)
+keda = Keda(
+    "keda",
+    KedaArgs(cluster_name=cfg.cluster.name, depends_on=[cluster.pod_identity_agent, monitoring.release]),
+    opts=all_opts,
+)
+pool_images: dict[str, tuple[str, ...]] = {}
+for svc in cfg.inference.values():
+    pool_images[svc.pool] = (*pool_images.get(svc.pool, ()), svc.image)
 warmup = GpuWarmup(
     "warmup",
-    WarmupArgs(pools=cfg.node_pools),
+    WarmupArgs(pools=cfg.node_pools, pool_images=pool_images),
     opts=pulumi.ResourceOptions.merge(all_opts, pulumi.ResourceOptions(depends_on=[node_pools, device_plugin])),
 )
+
+used = ([inference.NAMESPACE] if cfg.inference else []) + ([batch_job.NAMESPACE] if cfg.batch_jobs else [])
+namespaces = WorkloadNamespaces("workloads", WorkloadNamespacesArgs(names=tuple(used)), opts=all_opts)
+workload_opts = pulumi.ResourceOptions.merge(
+    all_opts, pulumi.ResourceOptions(depends_on=[namespaces, keda, monitoring, node_pools, device_plugin])
+)
+services = {
+    name: InferenceService(
+        name,
+        InferenceServiceArgs(settings=svc, pool=cfg.node_pools[svc.pool], prometheus_url=monitoring.prometheus_url),
+        opts=workload_opts,
+    )
+    for name, svc in sorted(cfg.inference.items())
+}
+jobs = {
+    name: BatchJob(
+        name,
+        BatchJobArgs(
+            settings=job,
+            pool=cfg.node_pools[job.pool],
+            cluster_name=cfg.cluster.name,
+            region=cfg.region,
+            keda_operator_role_name=keda.operator_role_name,
+        ),
+        opts=workload_opts,
+    )
+    for name, job in sorted(cfg.batch_jobs.items())
+}
+if cfg.load_generator is not None:
+    cpu_pool = next(k for k, p in sorted(cfg.node_pools.items()) if not p.is_gpu)
+    LoadGenerator("loadgen", LoadGeneratorArgs(settings=cfg.load_generator, cpu_pool=cpu_pool), opts=workload_opts)
 
 pulumi.export("region", cfg.region)
 pulumi.export("availabilityZones", zones)
@@ -95,3 +151,7 @@ pulumi.export("nodePools", node_pools.pool_names)
 pulumi.export("nodeOverlays", sorted(node_pools.overlays))
 pulumi.export("devicePluginConfigs", sorted(device_plugin.configs))
 pulumi.export("warmGpuPools", sorted(warmup.headroom))
+pulumi.export("prometheusUrl", monitoring.prometheus_url)
+pulumi.export("grafanaAdminPassword", pulumi.Output.secret(monitoring.grafana_password.result))
+pulumi.export("inferenceUrls", {name: svc.url for name, svc in services.items()})
+pulumi.export("batchQueueUrls", {name: job.queue.url for name, job in jobs.items()})

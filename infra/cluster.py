@@ -18,8 +18,10 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from infra import contract, versions
+from infra.identity import pod_identity_trust_policy
 from infra.settings import ClusterSettings
 
+EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 NODE_MANAGED_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
@@ -136,6 +138,7 @@ class Cluster(pulumi.ComponentResource):
             delete_unreachable=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_node_group]),
         )
+        self.ebs_csi, self.storage_class = self._block_storage(name, cfg, after_nodes)
         self.register_outputs(
             {
                 "clusterName": self.cluster_name,
@@ -145,9 +148,62 @@ class Cluster(pulumi.ComponentResource):
             }
         )
 
+    def _block_storage(
+        self, name: str, cfg: ClusterSettings, opts: pulumi.ResourceOptions
+    ) -> tuple[aws.eks.Addon, k8s.storage.v1.StorageClass]:
+        """EBS CSI driver (Pod Identity) and an encrypted gp3 default StorageClass, for Prometheus' volume."""
+        role = aws.iam.Role(
+            f"{name}-ebs-csi-role",
+            name=f"{cfg.name}-ebs-csi",
+            assume_role_policy=pod_identity_trust_policy(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-ebs-csi-policy",
+            role=role.name,
+            policy_arn=EBS_CSI_POLICY,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        addon = self._addon(
+            name,
+            "aws-ebs-csi-driver",
+            cfg,
+            {
+                "controller": {
+                    "nodeSelector": dict(contract.SYSTEM_LABELS),
+                    "tolerations": contract.system_tolerations(),
+                },
+                # The node plugin must run wherever a volume may be mounted, GPU nodes included.
+                "node": {"tolerateAllTaints": True},
+            },
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[attachment, self.pod_identity_agent])
+            ),
+            pod_identity=[
+                aws.eks.AddonPodIdentityAssociationArgs(role_arn=role.arn, service_account="ebs-csi-controller-sa")
+            ],
+        )
+        storage_class = k8s.storage.v1.StorageClass(
+            f"{name}-gp3",
+            metadata={"name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+            # Bind where the pod lands, so the volume is in the pod's zone.
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            reclaim_policy="Delete",
+            opts=pulumi.ResourceOptions(parent=self, provider=self.k8s_provider, depends_on=[addon]),
+        )
+        return addon, storage_class
+
     @staticmethod
     def _addon(
-        name: str, addon: str, cfg: ClusterSettings, configuration: dict | None, opts: pulumi.ResourceOptions
+        name: str,
+        addon: str,
+        cfg: ClusterSettings,
+        configuration: dict | None,
+        opts: pulumi.ResourceOptions,
+        pod_identity: list[aws.eks.AddonPodIdentityAssociationArgs] | None = None,
     ) -> aws.eks.Addon:
         return aws.eks.Addon(
             f"{name}-{addon}",
@@ -155,6 +211,7 @@ class Cluster(pulumi.ComponentResource):
             addon_name=addon,
             addon_version=versions.eks_addon_version(addon, cfg.version),
             configuration_values=json.dumps(configuration) if configuration else None,
+            pod_identity_associations=pod_identity,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             opts=opts,

@@ -13,6 +13,7 @@ import pulumi_kubernetes as k8s
 
 from infra import contract, versions
 from infra.cluster import ec2_assume_role_policy, node_role_policy_arns
+from infra.identity import pod_identity_role
 from infra.settings import KarpenterSettings
 
 NAMESPACE = "kube-system"
@@ -144,36 +145,21 @@ class Karpenter(pulumi.ComponentResource):
     def _controller_role(
         self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions
     ) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation]:
-        role = aws.iam.Role(
-            f"{name}-controller-role",
-            name=f"{args.cluster_name}-karpenter-controller",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "pods.eks.amazonaws.com"},
-                            "Action": ["sts:AssumeRole", "sts:TagSession"],
-                        }
-                    ],
-                }
-            ),
+        role, association = pod_identity_role(
+            f"{name}-controller",
+            role_name=f"{args.cluster_name}-karpenter-controller",
+            cluster_name=args.cluster_name,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
             opts=opts,
+            # Named `<name>-pod-identity` before the shared identity helper existed.
+            association_aliases=[pulumi.Alias(name=f"{name}-pod-identity")],
         )
         identity = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self))
         policy = pulumi.Output.all(identity.account_id, self.queue.arn, self.node_role.arn).apply(
             lambda v: json.dumps(controller_policy(args.cluster_name, args.region, v[0], v[1], v[2]))
         )
         aws.iam.RolePolicy(f"{name}-controller-policy", role=role.name, policy=policy, opts=opts)
-        association = aws.eks.PodIdentityAssociation(
-            f"{name}-pod-identity",
-            cluster_name=args.cluster_name,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            role_arn=role.arn,
-            opts=opts,
-        )
         return role, association
 
 

@@ -195,7 +195,8 @@ class PoolSettings(_Model):
             if self.time_slicing_replicas:
                 limit += f" x timeSlicingReplicas ({self.time_slicing_replicas}) = {self.gpu_limit} slices"
             raise _field_error(
-                "warmGpus", f"must be at most the pool's GPU limit, {limit}: headroom counts against it (got {{got}})",
+                "warmGpus",
+                f"must be at most the pool's GPU limit, {limit}: headroom counts against it (got {{got}})",
                 self.warm_gpus,
             )
         if self.gpu == "shared" and self.time_slicing_replicas is None:
@@ -378,6 +379,115 @@ class KarpenterSettings(_Model):
     log_level: Annotated[Literal["debug", "info", "error"], Field(alias="logLevel")] = "info"
 
 
+PROM_DURATION = r"^[0-9]+(ms|s|m|h|d|w|y)$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$"
+
+
+class ResourceSpec(_Model):
+    cpu: Annotated[str, Field(pattern=QUANTITY)]
+    memory: Annotated[str, Field(pattern=QUANTITY)]
+
+
+class PrometheusSettings(_Model):
+    retention: Annotated[str, Field(pattern=PROM_DURATION)] = "15d"
+    storage_gib: Annotated[int, Field(alias="storageGib", ge=10, le=16_384)] = 50
+    scrape_interval: Annotated[str, Field(alias="scrapeInterval", pattern=PROM_DURATION)] = "30s"
+    requests: ResourceSpec = ResourceSpec(cpu="500m", memory="2Gi")
+    memory_limit: Annotated[str, Field(alias="memoryLimit", pattern=QUANTITY)] = "4Gi"
+
+
+class MonitoringSettings(_Model):
+    prometheus: PrometheusSettings = PrometheusSettings()
+    grafana_replicas: Annotated[int, Field(alias="grafanaReplicas", ge=1, le=3)] = 1
+    dcgm_interval_ms: Annotated[int, Field(alias="dcgmIntervalMs", ge=100, le=60_000)] = 5000
+
+
+class ScaleUpSettings(_Model):
+    stabilization_seconds: Annotated[int, Field(alias="stabilizationSeconds", ge=0, le=3600)] = 0
+    pods_per_period: Annotated[int, Field(alias="podsPerPeriod", ge=1, le=1000)] = 4
+    period_seconds: Annotated[int, Field(alias="periodSeconds", ge=1, le=1800)] = 15
+
+
+class ScaleDownSettings(_Model):
+    stabilization_seconds: Annotated[int, Field(alias="stabilizationSeconds", ge=0, le=3600)] = 300
+    percent_per_period: Annotated[int, Field(alias="percentPerPeriod", ge=1, le=100)] = 50
+    period_seconds: Annotated[int, Field(alias="periodSeconds", ge=1, le=1800)] = 60
+
+
+class ScalingSettings(_Model):
+    min_replicas: Annotated[int, Field(alias="minReplicas", ge=0, le=1000)] = 1
+    max_replicas: Annotated[int, Field(alias="maxReplicas", ge=1, le=1000)] = 4
+    # Requests in flight (queued + running) per replica that the autoscaler aims for.
+    target_in_flight: Annotated[float, Field(alias="targetInFlight", gt=0, le=10_000)] = 8
+    activation_in_flight: Annotated[float, Field(alias="activationInFlight", ge=0, le=10_000)] = 0
+    polling_interval_seconds: Annotated[int, Field(alias="pollingIntervalSeconds", ge=1, le=600)] = 5
+    cooldown_seconds: Annotated[int, Field(alias="cooldownSeconds", ge=0, le=86_400)] = 300
+    scrape_interval_seconds: Annotated[int, Field(alias="scrapeIntervalSeconds", ge=1, le=300)] = 5
+    # PromQL that is > 0 when traffic waits for a service at zero replicas (its own
+    # pods cannot report in-flight requests when none run). Only with minReplicas 0.
+    wake_up_query: Annotated[str | None, Field(alias="wakeUpQuery", min_length=1)] = None
+    scale_up: Annotated[ScaleUpSettings, Field(alias="scaleUp")] = ScaleUpSettings()
+    scale_down: Annotated[ScaleDownSettings, Field(alias="scaleDown")] = ScaleDownSettings()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise _field_error(
+                "minReplicas", f"must be <= maxReplicas ({self.max_replicas}) (got {{got}})", self.min_replicas
+            )
+        if self.wake_up_query is not None and self.min_replicas != 0:
+            raise _field_error("wakeUpQuery", "is only used with minReplicas: 0 (got {got})", self.wake_up_query)
+        return self
+
+
+class InferenceSettings(_Model):
+    """One InferenceService: the reference server (or a compatible image) on a GPU pool."""
+
+    image: ImageRef
+    pool: str
+    gpus: Annotated[int, Field(ge=1, le=8)] = 1
+    cpu: Annotated[str, Field(pattern=QUANTITY)] = "2"
+    memory_gib: Annotated[int, Field(alias="memoryGib", ge=1, le=2048)] = 8
+    port: Annotated[int, Field(ge=1024, le=65_535)] = 8080
+    # How long the model takes to load: the startup probe allows this plus margin.
+    model_load_seconds: Annotated[int, Field(alias="modelLoadSeconds", ge=1, le=3600)] = 60
+    # SIGTERM to exit: in-flight and queued requests finish within this.
+    drain_seconds: Annotated[int, Field(alias="drainSeconds", ge=5, le=3600)] = 30
+    max_batch_size: Annotated[int, Field(alias="maxBatchSize", ge=1, le=1024)] = 16
+    max_wait_ms: Annotated[int, Field(alias="maxWaitMs", ge=0, le=10_000)] = 5
+    max_queue: Annotated[int, Field(alias="maxQueue", ge=1, le=100_000)] = 256
+    do_not_disrupt: Annotated[bool, Field(alias="doNotDisrupt")] = False
+    scaling: ScalingSettings = ScalingSettings()
+
+
+class BatchJobSettings(_Model):
+    """A queue-driven batch job: one Kubernetes Job per batch of SQS messages."""
+
+    image: ImageRef
+    pool: str
+    gpus: Annotated[int, Field(ge=0, le=8)] = 1
+    cpu: Annotated[str, Field(pattern=QUANTITY)] = "2"
+    memory_gib: Annotated[int, Field(alias="memoryGib", ge=1, le=2048)] = 8
+    max_replicas: Annotated[int, Field(alias="maxReplicas", ge=1, le=1000)] = 10
+    messages_per_job: Annotated[int, Field(alias="messagesPerJob", ge=1, le=10_000)] = 10
+    polling_interval_seconds: Annotated[int, Field(alias="pollingIntervalSeconds", ge=1, le=600)] = 10
+    visibility_timeout_seconds: Annotated[int, Field(alias="visibilityTimeoutSeconds", ge=30, le=43_200)] = 300
+    max_receive_count: Annotated[int, Field(alias="maxReceiveCount", ge=1, le=1000)] = 3
+    active_deadline_seconds: Annotated[int, Field(alias="activeDeadlineSeconds", ge=60, le=86_400)] = 3600
+    # Karpenter must not consolidate a node under a running batch Job.
+    do_not_disrupt: Annotated[bool, Field(alias="doNotDisrupt")] = True
+
+
+class LoadGeneratorSettings(_Model):
+    """An in-cluster load generator aimed at one InferenceService, scaled to 0 until someone runs it."""
+
+    image: ImageRef
+    target: str  # a key of `inference`
+    rps: Annotated[float, Field(gt=0, le=100_000)] = 20
+    duration_seconds: Annotated[int, Field(alias="durationSeconds", ge=1, le=86_400)] = 300
+    replicas: Annotated[int, Field(ge=0, le=100)] = 0
+
+
 class Settings(_Model):
     region: str
     environment: Annotated[str, Field(pattern=DNS_LABEL, max_length=20)]
@@ -386,6 +496,10 @@ class Settings(_Model):
     cluster: ClusterSettings
     karpenter: KarpenterSettings = KarpenterSettings()
     node_pools: Annotated[Mapping[str, PoolSettings], Field(alias="nodePools", min_length=1)]
+    monitoring: MonitoringSettings = MonitoringSettings()
+    inference: Mapping[str, InferenceSettings] = {}
+    batch_jobs: Annotated[Mapping[str, BatchJobSettings], Field(alias="batchJobs")] = {}
+    load_generator: Annotated[LoadGeneratorSettings | None, Field(alias="loadGenerator")] = None
 
     @field_validator("tags")
     @classmethod
@@ -431,6 +545,58 @@ class Settings(_Model):
                 )
         return self
 
+    @field_validator("inference", "batch_jobs")
+    @classmethod
+    def _workload_names(cls, workloads: Mapping[str, Any]) -> Mapping[str, Any]:
+        for key in workloads:
+            if not re.match(DNS_LABEL, key) or len(key) > 40:
+                raise _field_error(
+                    key, "is not a valid name: use a lowercase DNS label (a-z, 0-9, '-', at most 40 characters)", key
+                )
+        return workloads
+
+    @model_validator(mode="after")
+    def _workload_pools(self) -> Settings:
+        gpu_pools = sorted(k for k, p in self.node_pools.items() if p.is_gpu)
+        for section, workloads in (("inference", self.inference), ("batchJobs", self.batch_jobs)):
+            for name, spec in sorted(workloads.items()):
+                pool = self.node_pools.get(spec.pool)
+                path = f"{section}.{name}"
+                wants_gpu = spec.gpus > 0
+                if pool is None or (wants_gpu and not pool.is_gpu):
+                    kind = "a GPU pool" if wants_gpu else "a pool"
+                    allowed = gpu_pools if wants_gpu else sorted(self.node_pools)
+                    raise PydanticCustomError(
+                        "field",
+                        f"must name {kind} of nodePools: one of {', '.join(allowed)} (got {json.dumps(spec.pool)})",
+                        {"field": f"{path}.pool", "got": json.dumps(spec.pool)},
+                    )
+                if pool.gpu == "shared" and spec.gpus != 1:
+                    raise PydanticCustomError(
+                        "field",
+                        f"must be 1 on shared pool {spec.pool}: a time-sliced GPU is handed out one slice per pod"
+                        f" (got {spec.gpus})",
+                        {"field": f"{path}.gpus", "got": str(spec.gpus)},
+                    )
+                if not wants_gpu and pool.is_gpu:
+                    raise PydanticCustomError(
+                        "field",
+                        f"must be >= 1 on GPU pool {spec.pool}: its nodes are tainted for GPU pods (got 0)",
+                        {"field": f"{path}.gpus", "got": "0"},
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _load_target(self) -> Settings:
+        if self.load_generator is not None and self.load_generator.target not in self.inference:
+            raise PydanticCustomError(
+                "field",
+                f"must name a service of inference: one of {', '.join(sorted(self.inference)) or '(none defined)'}"
+                f" (got {json.dumps(self.load_generator.target)})",
+                {"field": "loadGenerator.target", "got": json.dumps(self.load_generator.target)},
+            )
+        return self
+
     @model_validator(mode="after")
     def _needs_a_cpu_pool(self) -> Settings:
         if not any(not p.is_gpu for p in self.node_pools.values()):
@@ -467,6 +633,10 @@ CONFIG_KEYS: dict[str, str] = {
     f"{PROJECT}:cluster": "cluster",
     f"{PROJECT}:karpenter": "karpenter",
     f"{PROJECT}:nodePools": "nodePools",
+    f"{PROJECT}:monitoring": "monitoring",
+    f"{PROJECT}:inference": "inference",
+    f"{PROJECT}:batchJobs": "batchJobs",
+    f"{PROJECT}:loadGenerator": "loadGenerator",
     "aws:region": "region",
 }
 # Keys other namespaces may hold without our say (providers read their own).

@@ -38,10 +38,29 @@ NVIDIA_DEVICE_PLUGIN = HelmChart(
     repo="https://nvidia.github.io/k8s-device-plugin",
 )
 
+# Autoscaling and monitoring add-ons. The CRD schemas vendored under schemas/
+# (keda-v*, prometheus-operator-v*) are those these charts install.
+KEDA_VERSION = "2.18.1"
+KEDA = HelmChart(chart="keda", version=KEDA_VERSION, repo="https://kedacore.github.io/charts")
+KUBE_PROMETHEUS_STACK = HelmChart(
+    chart="kube-prometheus-stack",
+    version="79.5.0",
+    repo="https://prometheus-community.github.io/helm-charts",
+)
+PROMETHEUS_OPERATOR_VERSION = "0.86.2"  # what the kube-prometheus-stack chart above bundles
+DCGM_EXPORTER = HelmChart(
+    chart="dcgm-exporter",
+    version="4.6.0",
+    repo="https://nvidia.github.io/dcgm-exporter/helm-charts",
+)
+
 HELM_CHARTS: dict[str, HelmChart] = {
     "karpenter-crd": KARPENTER_CRD,
     "karpenter": KARPENTER,
     "nvidia-device-plugin": NVIDIA_DEVICE_PLUGIN,
+    "keda": KEDA,
+    "kube-prometheus-stack": KUBE_PROMETHEUS_STACK,
+    "dcgm-exporter": DCGM_EXPORTER,
 }
 
 # Images the charts above run, pinned to the chart's appVersion so a chart bump
@@ -49,6 +68,7 @@ HELM_CHARTS: dict[str, HelmChart] = {
 IMAGES: dict[str, str] = {
     "karpenter-controller": f"public.ecr.aws/karpenter/controller:{KARPENTER_VERSION}",
     "nvidia-device-plugin": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
+    "dcgm-exporter": "nvcr.io/nvidia/k8s/dcgm-exporter:4.4.1-4.6.0-ubuntu22.04",
     # Placeholder pods of the warm GPU headroom and the image pre-pull DaemonSet.
     "pause": "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a",
 }
@@ -69,6 +89,9 @@ EKS_AMI_RELEASE = "v20260512"
 # `aws eks describe-addon-versions --addon-name NAME --kubernetes-version X.Y`.
 EKS_ADDONS: dict[str, dict[str, str]] = {
     "eks-pod-identity-agent": {v: "v1.3.10-eksbuild.1" for v in KUBERNETES_VERSIONS},
+    # One build serves every cluster version we support (mitodl/ol-infrastructure#5959,
+    # 2026-09: v1.66.0-eksbuild.1 is the default for 1.36; EBS CSI builds span versions).
+    "aws-ebs-csi-driver": {v: "v1.66.0-eksbuild.1" for v in KUBERNETES_VERSIONS},
     "coredns": {
         "1.32": "v1.11.4-eksbuild.14",
         "1.33": "v1.12.1-eksbuild.2",

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from infra import contract
+from infra.nvidia import CONFIG_MAP
 from infra.scheduling import PoolNodes, pod_fits, pool_nodes, pools_accepting, requests_gpu
 from tests.conftest import Plan
 
@@ -23,26 +24,39 @@ def gpu_pool_names(plan: Plan) -> list[str]:
     return sorted(k for k, p in plan.settings.node_pools.items() if p.is_gpu)
 
 
-def device_plugin_pod(plan: Plan) -> dict[str, Any]:
-    values = plan.releases["nvidia-device-plugin"]["values"]
+def device_plugin_pod(plan: Plan, release: str = "nvidia-device-plugin") -> dict[str, Any]:
+    values = plan.releases[release]["values"]
     return {key: values.get(key) for key in ("affinity", "tolerations", "nodeSelector")}
 
 
 def gpu_pod_templates(plan: Plan) -> dict[str, dict[str, Any]]:
     """Every pod spec the plan schedules onto GPU nodes: rendered workloads that
     request `nvidia.com/gpu`, and the device plugin's DaemonSet (from its values)."""
-    found = {"helm/nvidia-device-plugin": device_plugin_pod(plan)}
+    found = {f"helm/{r}": device_plugin_pod(plan, r) for r in ("nvidia-device-plugin", "dcgm-exporter")}
     for obj in plan.manifests:
-        if obj["kind"] in POD_TEMPLATE_KINDS:
-            spec = obj["spec"]["template"]["spec"]
+        if obj["kind"] in POD_TEMPLATE_KINDS or obj["kind"] == "ScaledJob":
+            template = obj["spec"]["jobTargetRef" if obj["kind"] == "ScaledJob" else "template"]
+            spec = (template["template"] if obj["kind"] == "ScaledJob" else template)["spec"]
             if requests_gpu(spec):
                 found[f"{obj['kind']}/{obj['metadata']['name']}"] = spec
     return found
 
 
-def test_device_plugin_runs_on_every_gpu_pool_and_no_cpu_pool(plan: Plan) -> None:
-    accepted = pools_accepting(device_plugin_pod(plan), pools_of(plan))
+@pytest.mark.parametrize("release", ["nvidia-device-plugin", "dcgm-exporter"])
+def test_gpu_daemons_run_on_every_gpu_pool_and_no_cpu_pool(plan: Plan, release: str) -> None:
+    accepted = pools_accepting(device_plugin_pod(plan, release), pools_of(plan))
     assert accepted == gpu_pool_names(plan)
+
+
+def test_every_workload_lands_on_exactly_its_configured_pool(plan: Plan) -> None:
+    templates = gpu_pod_templates(plan)
+    expected = {
+        **{f"Deployment/{name}": svc.pool for name, svc in plan.settings.inference.items()},
+        **{f"ScaledJob/{name}": job.pool for name, job in plan.settings.batch_jobs.items() if job.gpus},
+    }
+    assert expected, "the stack defines no GPU workloads"
+    for name, pool in expected.items():
+        assert pools_accepting(templates[name], pools_of(plan)) == [pool], name
 
 
 def test_every_gpu_pod_template_lands_only_on_gpu_pools(plan: Plan) -> None:
@@ -89,7 +103,7 @@ def test_karpenter_controller_stays_on_the_system_nodes(plan: Plan) -> None:
 
 
 def test_every_gpu_pool_names_a_device_plugin_config_that_exists(plan: Plan) -> None:
-    config_map = next(iter(plan.objects("ConfigMap").values()))
+    config_map = plan.objects("ConfigMap")[CONFIG_MAP]
     configs = {name: yaml.safe_load(text) for name, text in config_map["data"].items()}
     values = plan.releases["nvidia-device-plugin"]["values"]
     assert values["config"]["name"] == config_map["metadata"]["name"]
@@ -103,7 +117,7 @@ def test_every_gpu_pool_names_a_device_plugin_config_that_exists(plan: Plan) -> 
 
 def test_shared_capacity_karpenter_expects_is_what_the_plugin_advertises(plan: Plan) -> None:
     """NodeOverlay capacity = GPUs per instance x the replicas of the config the pool's nodes load."""
-    config_map = next(iter(plan.objects("ConfigMap").values()))
+    config_map = plan.objects("ConfigMap")[CONFIG_MAP]
     nodepools = {p.name: p for p in pools_of(plan)}
     overlays = plan.objects("NodeOverlay")
     shared = [k for k, p in plan.settings.node_pools.items() if p.gpu == "shared"]

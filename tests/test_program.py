@@ -39,8 +39,14 @@ def test_only_components_and_providers_sit_at_the_top(plan: Plan) -> None:
     top = [r for r in plan.resources if r.parent.endswith(f"::gpu-inference-{r.urn.split(':')[2]}")]
     assert {r.type.split(":")[0] for r in top} <= {"gpuinf", "pulumi"}, [r.urn for r in top]
     assert sorted(r.type for r in top if r.type.startswith("gpuinf:")) == [
+        *["gpuinf:batch:BatchJob"] * len(plan.settings.batch_jobs),
         "gpuinf:cluster:Cluster",
+        *["gpuinf:inference:InferenceService"] * len(plan.settings.inference),
         "gpuinf:karpenter:Karpenter",
+        "gpuinf:keda:Keda",
+        *(["gpuinf:loadgen:LoadGenerator"] if plan.settings.load_generator else []),
+        "gpuinf:monitoring:Monitoring",
+        "gpuinf:namespaces:WorkloadNamespaces",
         "gpuinf:network:Network",
         "gpuinf:nodepools:NodePools",
         "gpuinf:nvidia:DevicePlugin",

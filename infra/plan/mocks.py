@@ -52,7 +52,7 @@ def plain(value: Any) -> Any:
     (numbers cross the mock monitor as protobuf doubles)."""
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-            return SECRET
+            return _redacted(value.get("value"))
         # Sorted: the mock monitor's protobuf maps do not keep insertion order.
         return {k: plain(value[k]) for k in sorted(value)}
     if isinstance(value, list | tuple):
@@ -60,6 +60,15 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _redacted(value: Any) -> Any:
+    """A secret's shape with every leaf replaced: a Secret's keys stay visible, its values do not."""
+    if isinstance(value, dict) and value.get(rpc._special_sig_key) != rpc._special_secret_sig:
+        return {k: _redacted(value[k]) for k in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return SECRET
 
 
 def _short_hash(*parts: str) -> str:
@@ -120,6 +129,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "url": f"https://sqs.{region}.amazonaws.com/{account}/{physical}",
                 "name": physical,
             }
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or f"{inputs.get('bucketPrefix', name + '-')}{h[:12]}"
+            return {"__id": bucket, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
+        if typ == "random:index/randomPassword:RandomPassword":
+            # Deterministic stand-in; the program keeps it a secret Output, so plan files show [secret].
+            return {"result": f"offline-{h}"}
         if typ.startswith("aws:"):
             service = typ.split(":")[1].split("/")[0]
             return {"arn": f"arn:aws:{service}:{region}:{account}:{physical}", "name": physical}

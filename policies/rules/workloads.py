@@ -19,6 +19,7 @@ from policies.rules.common import (
     SCALED_OBJECT,
     Config,
     containers,
+    dig,
     pod_spec,
     resource_policy,
     schema,
@@ -26,6 +27,8 @@ from policies.rules.common import (
 )
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# The in-flight gauge InferenceService pods report (workloads/inference.py).
+SELF_METRIC = "inference_requests_in_flight"
 POD_KINDS = list(POD_TEMPLATE_PATHS)
 
 
@@ -131,6 +134,20 @@ def _max_replicas(args: ResourceValidationArgs, config: Config) -> Iterable[str]
         yield f"{_workload(args)} allows {int(value)} replicas; this environment allows at most {config['maxReplicas']}"
 
 
+def _scale_from_zero(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
+    """A ScaledObject at minReplicaCount 0 whose every trigger reads metrics its own pods emit never wakes up."""
+    spec = args.props.get("spec") or {}
+    if spec.get("minReplicaCount", 0) not in (0, "0"):
+        return
+    triggers = spec.get("triggers") or []
+    own = [t for t in triggers if t.get("type") == "prometheus" and SELF_METRIC in str(dig(t, "metadata", "query"))]
+    if triggers and len(own) == len(triggers):
+        yield (
+            f"{_workload(args)} scales to zero but only on {SELF_METRIC}, which no pod reports at zero replicas:"
+            " it would never scale up again"
+        )
+
+
 POLICIES = [
     stack_policy(
         "gpu-workload-placement",
@@ -180,5 +197,14 @@ POLICIES = [
                 "description": "Highest maxReplicaCount a ScaledObject or ScaledJob may set.",
             }
         ),
+    ),
+    resource_policy(
+        "keda-scale-from-zero-signal",
+        "A ScaledObject with minReplicaCount 0 has a trigger that still reports when no replica runs.",
+        "Set inference.<name>.scaling.wakeUpQuery to a metric from outside the service (a gateway's pending"
+        " requests, a queue length), or keep minReplicas >= 1.",
+        [SCALED_OBJECT],
+        _scale_from_zero,
+        enforcement=ADVISORY,
     ),
 ]

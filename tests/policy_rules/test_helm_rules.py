@@ -28,7 +28,7 @@ def test_unknown_repository_and_its_config() -> None:
     props = mutated(fx.device_plugin_release(), "repositoryOpts.repo", "https://charts.example.com")
     assert resource_violations("helm-known-repository", fx.RELEASE, props) == [
         "Helm release nvidia-device-plugin comes from 'https://charts.example.com'; known repositories: "
-        + str(sorted({"oci://public.ecr.aws/karpenter", versions.NVIDIA_DEVICE_PLUGIN.repo}))
+        + str(sorted({"oci://public.ecr.aws/karpenter", *(c.repo for c in versions.HELM_CHARTS.values() if c.repo)}))
     ]
     config = {"knownRepositories": ["https://charts.example.com"]}
     assert resource_violations("helm-known-repository", fx.RELEASE, props, config) == []

@@ -69,7 +69,7 @@ def test_controller_uses_pod_identity_for_the_charts_service_account(resources) 
     trust = json.loads(named(resources, "k-controller-role").inputs["assumeRolePolicy"])["Statement"][0]
     assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert set(trust["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
-    association = named(resources, "k-pod-identity").inputs
+    association = named(resources, "k-controller-pod-identity").inputs
     values = named(resources, "k-controller").inputs["values"]
     assert (association["namespace"], association["serviceAccount"]) == (NAMESPACE, SERVICE_ACCOUNT)
     assert values["serviceAccount"]["name"] == association["serviceAccount"]

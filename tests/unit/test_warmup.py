@@ -76,9 +76,11 @@ def test_placeholders_fit_only_their_own_pool(warm_plan):
 
 
 def test_prepull_daemonset_runs_only_on_gpu_nodes_of_its_pool(warm_plan):
-    (daemonset,) = warm_plan.objects("DaemonSet").values()
+    daemonset = warm_plan.objects("DaemonSet")["prepull-gpu"]
     spec = pod_spec(daemonset)
-    assert [c["image"] for c in spec["initContainers"]] == [IMAGE]
+    # the configured image, then the pool's inference images
+    images = [IMAGE, *(s.image for s in warm_plan.settings.inference.values() if s.pool == "gpu")]
+    assert [c["image"] for c in spec["initContainers"]] == list(dict.fromkeys(images))
     assert spec["initContainers"][0]["command"] == ["/bin/sh", "-c", "true"]
     pools = {p.name: p for p in (scheduling.pool_nodes(n) for n in warm_plan.objects("NodePool").values())}
     assert scheduling.pools_accepting(spec, pools.values()) == ["gpu"]
@@ -119,7 +121,7 @@ def test_component_alone_names_and_parents():
 def test_prepull_can_be_switched_off():
     config = warm_config()
     config[NP]["gpu"]["imageCache"]["prePull"] = False
-    assert plan_of(config).objects("DaemonSet") == {}
+    assert "prepull-gpu" not in plan_of(config).objects("DaemonSet")
 
 
 def _settings(config: dict) -> Settings:

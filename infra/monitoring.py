@@ -1,0 +1,177 @@
+"""Monitoring: kube-prometheus-stack (Prometheus, Grafana, kube-state-metrics, node
+exporter), the NVIDIA DCGM exporter on GPU nodes, our dashboards and alert rules.
+
+Prometheus selects ServiceMonitors, PodMonitors and PrometheusRules in every
+namespace, not only those labelled for this Helm release, so a workload's own
+ServiceMonitor is picked up. Grafana's admin password is generated
+(`random.RandomPassword`, a Pulumi secret) and handed over in a Kubernetes
+Secret, never in Helm values or stack config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra import contract, versions
+from infra.settings import MonitoringSettings
+from workloads.observability import alerts, dashboards
+
+NAMESPACE = "monitoring"
+RELEASE = "kube-prometheus-stack"
+# Short, fixed object names: the Prometheus URL below depends on them.
+FULLNAME = "kps"
+PROMETHEUS_URL = f"http://{FULLNAME}-prometheus.{NAMESPACE}.svc.cluster.local:9090"
+GRAFANA_SECRET = "grafana-admin"
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    settings: MonitoringSettings
+    storage_class: pulumi.Input[str]
+    depends_on: list[pulumi.Resource]
+
+
+def _on_system_nodes() -> dict:
+    return {
+        "nodeSelector": {contract.OS_LABEL: "linux", **contract.SYSTEM_LABELS},
+        "tolerations": contract.system_tolerations(),
+    }
+
+
+def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
+    prom = settings.prometheus
+    label, label_value = dashboards.DASHBOARD_LABEL
+    return {
+        "fullnameOverride": FULLNAME,
+        "prometheusOperator": {**_on_system_nodes()},
+        "prometheus": {
+            "prometheusSpec": {
+                **_on_system_nodes(),
+                "retention": prom.retention,
+                "scrapeInterval": prom.scrape_interval,
+                "evaluationInterval": prom.scrape_interval,
+                "resources": {
+                    "requests": {"cpu": prom.requests.cpu, "memory": prom.requests.memory},
+                    "limits": {"memory": prom.memory_limit},
+                },
+                # Select monitors and rules from every namespace, whatever their labels.
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "probeSelectorNilUsesHelmValues": False,
+                "storageSpec": {
+                    "volumeClaimTemplate": {
+                        "spec": {
+                            "storageClassName": storage_class,
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": f"{prom.storage_gib}Gi"}},
+                        }
+                    }
+                },
+            }
+        },
+        "alertmanager": {"alertmanagerSpec": {**_on_system_nodes()}},
+        "grafana": {
+            **_on_system_nodes(),
+            "replicas": settings.grafana_replicas,
+            "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
+            "sidecar": {
+                "dashboards": {
+                    "enabled": True,
+                    "label": label,
+                    "labelValue": label_value,
+                    "searchNamespace": "ALL",
+                }
+            },
+        },
+        "kube-state-metrics": {
+            **_on_system_nodes(),
+            "metricLabelsAllowlist": [f"nodes=[{','.join(dashboards.KUBE_STATE_METRICS_NODE_LABELS)}]"],
+        },
+        # Node exporter runs everywhere, GPU nodes included.
+        "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}]},
+    }
+
+
+def dcgm_values(settings: MonitoringSettings) -> dict:
+    repository, tag = versions.IMAGES["dcgm-exporter"].rsplit(":", 1)
+    return {
+        "image": {"repository": repository, "tag": tag},
+        "affinity": contract.gpu_node_affinity(),
+        "tolerations": contract.gpu_daemon_tolerations(),
+        "arguments": [f"--collect-interval={settings.dcgm_interval_ms}"],
+        "serviceMonitor": {"enabled": True, "interval": f"{max(settings.dcgm_interval_ms // 1000, 1)}s"},
+        # Label GPU series with the pod that uses the GPU (namespace, pod, container).
+        "kubernetes": {"enablePodLabels": True},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    }
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:monitoring:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=child)
+        ns_child = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
+        self.grafana_password = random.RandomPassword(f"{name}-grafana-password", length=32, special=False, opts=child)
+        self.grafana_secret = k8s.core.v1.Secret(
+            f"{name}-grafana-admin",
+            metadata={"name": GRAFANA_SECRET, "namespace": NAMESPACE},
+            type="Opaque",
+            string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(self.grafana_password.result)},
+            opts=ns_child,
+        )
+        chart = versions.KUBE_PROMETHEUS_STACK
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE,
+            chart=chart.chart,
+            version=chart.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+            namespace=NAMESPACE,
+            values=pulumi.Output.from_input(args.storage_class).apply(lambda sc: stack_values(args.settings, sc)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana_secret, *args.depends_on]),
+        )
+        after_crds = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
+        dcgm = versions.DCGM_EXPORTER
+        self.dcgm = k8s.helm.v3.Release(
+            f"{name}-dcgm-exporter",
+            name="dcgm-exporter",
+            chart=dcgm.chart,
+            version=dcgm.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=dcgm.repo),
+            namespace=NAMESPACE,
+            values=dcgm_values(args.settings),
+            opts=after_crds,
+        )
+        label, label_value = dashboards.DASHBOARD_LABEL
+        self.dashboards = k8s.core.v1.ConfigMap(
+            f"{name}-dashboards",
+            metadata={"name": "gpu-inference-dashboards", "namespace": NAMESPACE, "labels": {label: label_value}},
+            data=dashboards.config_map_data(),
+            opts=ns_child,
+        )
+        self.rules = k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata={"name": "gpu-inference", "namespace": NAMESPACE},
+            spec={"groups": alerts.rule_groups()},
+            opts=after_crds,
+        )
+        self.prometheus_url = PROMETHEUS_URL
+        self.register_outputs(
+            {
+                "prometheusUrl": PROMETHEUS_URL,
+                "grafanaAdminPassword": pulumi.Output.secret(self.grafana_password.result),
+            }
+        )
+
+
+def dashboard_names() -> list[str]:
+    return sorted(json.loads(v)["title"] for v in dashboards.config_map_data().values())

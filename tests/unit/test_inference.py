@@ -1,0 +1,162 @@
+"""InferenceService and LoadGenerator built alone: names, parenting, and every derived value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from infra import contract
+from infra.settings import ConfigError, Settings, raw_from_stack_config
+from tests.conftest import plan_of, stack_config
+from tests.policy_rules.helpers import resource_violations
+from tests.unit.helpers import assert_parented, build, named, settings_of
+from workloads import inference
+from workloads.inference import InferenceService, InferenceServiceArgs
+from workloads.load_generator import LoadGenerator, LoadGeneratorArgs
+
+URL = "http://prometheus.example:9090"
+INF = "gpu-inference:inference"
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return settings_of("dev")
+
+
+@pytest.fixture(scope="module")
+def llm(dev):
+    svc = dev.inference["llm"]
+    return build(
+        lambda: InferenceService(
+            "llm", InferenceServiceArgs(settings=svc, pool=dev.node_pools[svc.pool], prometheus_url=URL)
+        )
+    )
+
+
+def test_children_are_named_and_parented(llm):
+    assert_parented(llm, "gpuinf:inference:InferenceService")
+    for suffix in ("sa", "deployment", "service", "pdb", "servicemonitor", "scaledobject"):
+        named(llm, f"llm-{suffix}")
+
+
+def test_pod_lands_on_its_pool_with_contract_terms_and_gpu_requests(llm, dev):
+    spec = named(llm, "llm-deployment").inputs["spec"]
+    pod = spec["template"]["spec"]
+    terms = contract.PoolContract("gpu", "dedicated")
+    assert pod["nodeSelector"] == terms.node_selector() and pod["tolerations"] == terms.tolerations()
+    (server,) = pod["containers"]
+    assert server["resources"]["requests"][contract.GPU_RESOURCE] == "1"
+    assert server["resources"]["limits"][contract.GPU_RESOURCE] == "1"
+    assert server["resources"]["requests"]["memory"] == f"{dev.inference['llm'].memory_gib}Gi"
+    assert "replicas" not in spec, "the HPA owns replicas; an update must not reset them"
+
+
+def test_probes_and_drain_derive_from_model_load_and_drain_time(llm, dev):
+    svc = dev.inference["llm"]  # modelLoadSeconds 90, drainSeconds 30 (default)
+    pod = named(llm, "llm-deployment").inputs["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= svc.model_load_seconds * 1.5
+    assert startup["failureThreshold"] == math.ceil((90 * 1.5 + 60) / 5)
+    assert server["lifecycle"]["preStop"] == {"sleep": {"seconds": inference.PRE_STOP_SECONDS}}
+    assert pod["terminationGracePeriodSeconds"] == inference.PRE_STOP_SECONDS + svc.drain_seconds + 10
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env["DRAIN_TIMEOUT_S"] == str(svc.drain_seconds) and env["MAX_QUEUE"] == str(svc.max_queue)
+
+
+def test_scaled_object_triggers_on_in_flight_with_config_values(llm, dev):
+    scaling = dev.inference["llm"].scaling
+    spec = named(llm, "llm-scaledobject").inputs["spec"]
+    assert spec["scaleTargetRef"]["name"] == "llm"
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (scaling.min_replicas, scaling.max_replicas)
+    assert spec["pollingInterval"] == scaling.polling_interval_seconds
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["query"] == 'sum(inference_requests_in_flight{namespace="inference",service="llm"})'
+    assert trigger["metadata"]["threshold"] == "8" and trigger["metadata"]["serverAddress"] == URL
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == scaling.scale_down.stabilization_seconds
+
+
+def test_service_monitor_scrapes_the_service_port_every_few_seconds(llm, dev):
+    monitor = named(llm, "llm-servicemonitor").inputs["spec"]
+    service = named(llm, "llm-service").inputs["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= named(llm, "llm-service").inputs["metadata"]["labels"].items()
+    assert monitor["endpoints"][0]["port"] == service["ports"][0]["name"] == "http"
+    assert monitor["endpoints"][0]["interval"] == f"{dev.inference['llm'].scaling.scrape_interval_seconds}s"
+
+
+def test_pdb_never_blocks_a_drain(llm):
+    assert named(llm, "llm-pdb").inputs["spec"]["maxUnavailable"] == 1
+
+
+def test_scale_to_zero_renders_and_is_flagged_without_a_wake_up_signal():
+    config = stack_config("dev")
+    config[INF]["llm"]["scaling"]["minReplicas"] = 0
+    scaled = plan_of(config).objects("ScaledObject")["llm"]
+    assert scaled["spec"]["minReplicaCount"] == 0
+    found = resource_violations("keda-scale-from-zero-signal", "kubernetes:keda.sh/v1alpha1:ScaledObject", scaled)
+    assert len(found) == 1 and "never scale up again" in found[0]
+
+    config[INF]["llm"]["scaling"]["wakeUpQuery"] = 'sum(gateway_pending_requests{service="llm"})'
+    scaled = plan_of(config).objects("ScaledObject")["llm"]
+    assert [t["name"] for t in scaled["spec"]["triggers"]] == ["in-flight", "wake-up"]
+    assert resource_violations("keda-scale-from-zero-signal", "kubernetes:keda.sh/v1alpha1:ScaledObject", scaled) == []
+
+
+def test_shared_pool_service_asks_for_one_slice_with_shared_tolerations(dev):
+    svc = dev.inference["embed-small"]
+    pod = inference.pod_spec("embed-small", svc, "gpu-shared", dev.node_pools["gpu-shared"])
+    assert pod["tolerations"] == contract.PoolContract("gpu-shared", "shared").tolerations()
+    assert pod["containers"][0]["resources"]["requests"][contract.GPU_RESOURCE] == "1"
+
+
+def test_do_not_disrupt_annotation_is_opt_in(dev):
+    svc = dev.inference["llm"]
+    assert "annotations" not in inference.deployment("llm", svc, dev.node_pools["gpu"])["spec"]["template"]["metadata"]
+    pinned = svc.model_copy(update={"do_not_disrupt": True})
+    meta = inference.deployment("llm", pinned, dev.node_pools["gpu"])["spec"]["template"]["metadata"]
+    assert meta["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+
+
+def test_load_generator_targets_its_service_on_a_cpu_pool_at_zero_replicas(dev):
+    resources = build(lambda: LoadGenerator("lg", LoadGeneratorArgs(settings=dev.load_generator, cpu_pool="cpu")))
+    assert_parented(resources, "gpuinf:loadgen:LoadGenerator")
+    spec = named(resources, "lg-deployment").inputs["spec"]
+    assert spec["replicas"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["nodeSelector"] == {contract.NODEPOOL_LABEL: "cpu"}
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--url") + 1] == "http://llm.inference.svc.cluster.local:80/v1/predict"
+    assert args[args.index("--rps") + 1] == "50"
+
+
+def _error(mutate) -> list[str]:
+    config = stack_config("dev")
+    mutate(config)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_raw(raw_from_stack_config(config))
+    return err.value.lines
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c[INF]["llm"].__setitem__("pool", "cpu"), 'inference.llm.pool must name a GPU pool of nodePools: one of gpu, gpu-shared (got "cpu")'),
+        (lambda c: c[INF]["llm"].__setitem__("pool", "nope"), 'inference.llm.pool must name a GPU pool of nodePools: one of gpu, gpu-shared (got "nope")'),
+        (lambda c: c[INF]["embed-small"].__setitem__("gpus", 2), "inference.embed-small.gpus must be 1 on shared pool gpu-shared"),
+        (lambda c: c[INF]["llm"]["scaling"].__setitem__("minReplicas", 9), "inference.llm.scaling.minReplicas must be <= maxReplicas (4) (got 9)"),
+        (lambda c: c[INF]["llm"]["scaling"].__setitem__("wakeUpQuery", "up"), 'inference.llm.scaling.wakeUpQuery is only used with minReplicas: 0 (got "up")'),
+        (lambda c: c[INF]["llm"].__setitem__("image", "repo/server:latest"), "inference.llm.image must be an image pinned by a tag other than latest"),
+        (lambda c: c[INF]["llm"].__setitem__("replicas", 2), "inference.llm.replicas is not a known key (allowed: image, pool, gpus,"),
+        (lambda c: c[INF].__setitem__("LLM", c[INF]["llm"]), "inference.LLM is not a valid name"),
+        (lambda c: c["gpu-inference:loadGenerator"].__setitem__("target", "nope"), 'loadGenerator.target must name a service of inference: one of embed-small, llm (got "nope")'),
+        (lambda c: c["gpu-inference:batchJobs"]["offline-scoring"].__setitem__("pool", "cpu"), 'batchJobs.offline-scoring.pool must name a GPU pool of nodePools'),
+        (lambda c: c["gpu-inference:monitoring"]["prometheus"].__setitem__("retention", "two weeks"), "monitoring.prometheus.retention"),
+    ],
+)  # fmt: skip
+def test_bad_workload_config_names_its_key(mutate, message):
+    lines = _error(mutate)
+    assert any(line.startswith(message) for line in lines), lines

@@ -1,0 +1,298 @@
+"""InferenceService: a batching inference server on a GPU pool, autoscaled by KEDA on requests in flight.
+
+Scale signal: `sum(inference_requests_in_flight)` over the service's pods,
+scraped every `scrapeIntervalSeconds` (5 s by default) and polled by KEDA every
+`pollingIntervalSeconds`. In flight (queued + running) is a gauge: it rises the
+moment a load step arrives and falls the moment it ends, with no rate window
+to fill or drain. By Little's law it is arrival rate x latency, so it also
+climbs when the GPU slows down, which a request rate would not show. Queue
+depth alone stays at zero until a replica saturates, which is too late to
+start a GPU node. KEDA's Prometheus trigger uses an average-value target, so
+the HPA runs ceil(in flight / targetInFlight) replicas.
+
+At zero replicas no pod reports anything: scaling up from zero needs a signal
+from outside the service (`scaling.wakeUpQuery`, for example a gateway's
+pending-request metric); the `keda-scale-from-zero-signal` policy flags a
+service at minReplicas 0 without one.
+
+Drain: on scale-in or a Karpenter consolidation, the pod gets a preStop sleep
+(so endpoints stop sending new requests), then SIGTERM: the server turns
+unready, finishes everything queued and in flight, and exits, within a grace
+period sized from `drainSeconds`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import contract
+from infra.settings import InferenceSettings, PoolSettings
+
+NAMESPACE = "inference"
+SIGNAL_METRIC = "inference_requests_in_flight"
+PRE_STOP_SECONDS = 5  # endpoint removal reaches every kube-proxy / load balancer within this
+PROBE_PERIOD_SECONDS = 5
+SERVICE_PORT = 80
+RUN_AS_USER = 10001  # the `app` user of workloads/server/Dockerfile
+
+
+@dataclass(frozen=True)
+class InferenceServiceArgs:
+    settings: InferenceSettings
+    pool: PoolSettings
+    prometheus_url: str
+    namespace: str = NAMESPACE
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/part-of": "gpu-inference",
+    }
+
+
+def scale_query(name: str, namespace: str = NAMESPACE) -> str:
+    """The KEDA trigger's PromQL: requests in flight across the service's pods (labels set by the ServiceMonitor)."""
+    return f'sum({SIGNAL_METRIC}{{namespace="{namespace}",service="{name}"}})'
+
+
+def startup_failure_threshold(model_load_seconds: int) -> int:
+    """Probe failures the startup probe tolerates: the model-load time plus half again, and a minute's margin."""
+    return math.ceil((model_load_seconds * 1.5 + 60) / PROBE_PERIOD_SECONDS)
+
+
+def grace_period_seconds(spec: InferenceSettings) -> int:
+    """preStop sleep + the server's own drain timeout + a margin, so the kubelet never kills mid-drain."""
+    return PRE_STOP_SECONDS + spec.drain_seconds + 10
+
+
+def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSettings) -> dict:
+    terms = contract.PoolContract(pool_name, pool.gpu)
+    gpus = str(spec.gpus)
+    env = {
+        "PORT": str(spec.port),
+        "MAX_BATCH_SIZE": str(spec.max_batch_size),
+        "MAX_WAIT_MS": str(spec.max_wait_ms),
+        "MAX_QUEUE": str(spec.max_queue),
+        "DRAIN_TIMEOUT_S": str(spec.drain_seconds),
+    }
+    http = {"path": "/readyz", "port": "http"}
+    return {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "nodeSelector": terms.node_selector(),
+        "tolerations": terms.tolerations(),
+        "terminationGracePeriodSeconds": grace_period_seconds(spec),
+        # The reference image runs as this user; the volume group lets it write /tmp.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # Spread over zones and nodes when capacity allows; never block a scale-out for it.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": labels(name)},
+            }
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ],
+        "containers": [
+            {
+                "name": "server",
+                "image": spec.image,
+                "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+                "env": [{"name": k, "value": v} for k, v in env.items()],
+                "resources": {
+                    "requests": {"cpu": spec.cpu, "memory": f"{spec.memory_gib}Gi", contract.GPU_RESOURCE: gpus},
+                    "limits": {"memory": f"{spec.memory_gib}Gi", contract.GPU_RESOURCE: gpus},
+                },
+                "startupProbe": {
+                    "httpGet": http,
+                    "periodSeconds": PROBE_PERIOD_SECONDS,
+                    "failureThreshold": startup_failure_threshold(spec.model_load_seconds),
+                },
+                "readinessProbe": {"httpGet": http, "periodSeconds": PROBE_PERIOD_SECONDS, "failureThreshold": 2},
+                "livenessProbe": {
+                    "httpGet": {"path": "/healthz", "port": "http"},
+                    "periodSeconds": 10,
+                    "timeoutSeconds": 3,
+                    "failureThreshold": 3,
+                },
+                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+    }
+
+
+def deployment(name: str, spec: InferenceSettings, pool: PoolSettings, namespace: str = NAMESPACE) -> dict:
+    annotations = {"karpenter.sh/do-not-disrupt": "true"} if spec.do_not_disrupt else {}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            # No `replicas`: the HPA that KEDA manages owns it, and an update must not reset it.
+            "selector": {"matchLabels": labels(name)},
+            # GPUs are scarce: add one new pod before removing an old one, never fewer ready.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels(name), **({"annotations": annotations} if annotations else {})},
+                "spec": pod_spec(name, spec, spec.pool, pool),
+            },
+        },
+    }
+
+
+def scaled_object(name: str, spec: InferenceSettings, prometheus_url: str, namespace: str = NAMESPACE) -> dict:
+    scaling = spec.scaling
+    triggers = [
+        {
+            "type": "prometheus",
+            "name": "in-flight",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": scale_query(name, namespace),
+                "threshold": f"{scaling.target_in_flight:g}",
+                "activationThreshold": f"{scaling.activation_in_flight:g}",
+                "ignoreNullValues": "true",
+            },
+        }
+    ]
+    if scaling.wake_up_query:
+        triggers.append(
+            {
+                "type": "prometheus",
+                "name": "wake-up",
+                "metadata": {
+                    "serverAddress": prometheus_url,
+                    "query": scaling.wake_up_query,
+                    "threshold": f"{scaling.target_in_flight:g}",
+                    "activationThreshold": "0",
+                    "ignoreNullValues": "true",
+                },
+            }
+        )
+    up, down = scaling.scale_up, scaling.scale_down
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "pollingInterval": scaling.polling_interval_seconds,
+            "cooldownPeriod": scaling.cooldown_seconds,
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleUp": {
+                            "stabilizationWindowSeconds": up.stabilization_seconds,
+                            "selectPolicy": "Max",
+                            "policies": [
+                                {"type": "Pods", "value": up.pods_per_period, "periodSeconds": up.period_seconds},
+                                {"type": "Percent", "value": 100, "periodSeconds": up.period_seconds},
+                            ],
+                        },
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": down.stabilization_seconds,
+                            "selectPolicy": "Min",
+                            "policies": [
+                                {
+                                    "type": "Percent",
+                                    "value": down.percent_per_period,
+                                    "periodSeconds": down.period_seconds,
+                                }
+                            ],
+                        },
+                    }
+                }
+            },
+            "triggers": triggers,
+        },
+    }
+
+
+def service_monitor(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "selector": {"matchLabels": labels(name)},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": f"{spec.scaling.scrape_interval_seconds}s",
+                    "scrapeTimeout": f"{min(spec.scaling.scrape_interval_seconds, 10)}s",
+                }
+            ],
+        },
+    }
+
+
+class InferenceService(pulumi.ComponentResource):
+    def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:inference:InferenceService", name, None, opts)
+        spec, ns = args.settings, args.namespace
+        child = pulumi.ResourceOptions(parent=self)
+        meta = {"name": name, "namespace": ns, "labels": labels(name)}
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta, automount_service_account_token=False, opts=child
+        )
+        dep = deployment(name, spec, args.pool, ns)
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=dep["metadata"],
+            spec=dep["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service_account]),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta,
+            spec={
+                "selector": labels(name),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        # maxUnavailable, not minAvailable: with one replica, minAvailable 1 would block every node drain.
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta,
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}},
+            opts=child,
+        )
+        monitor = service_monitor(name, spec, ns)
+        self.service_monitor = k8s.apiextensions.CustomResource(
+            f"{name}-servicemonitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=monitor["metadata"],
+            spec=monitor["spec"],
+            opts=child,
+        )
+        scaled = scaled_object(name, spec, args.prometheus_url, ns)
+        self.scaled_object = k8s.apiextensions.CustomResource(
+            f"{name}-scaledobject",
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata=scaled["metadata"],
+            spec=scaled["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+        )
+        self.url = f"http://{name}.{ns}.svc.cluster.local"
+        self.register_outputs({"url": self.url, "query": scale_query(name, ns)})

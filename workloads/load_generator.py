@@ -1,0 +1,78 @@
+"""LoadGenerator: `python -m workloads.loadgen` as an in-cluster Deployment, 0 replicas by default.
+
+Scale it up to drive a load step at an InferenceService from inside the VPC
+(`kubectl -n inference scale deployment/loadgen --replicas=1`); each replica
+offers `rps` requests per second for `durationSeconds`, reports, and starts
+over. It runs on a CPU pool: it must never hold a GPU node up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import contract
+from infra.settings import LoadGeneratorSettings
+from workloads.inference import NAMESPACE, SERVICE_PORT
+
+NAME = "loadgen"
+
+
+@dataclass(frozen=True)
+class LoadGeneratorArgs:
+    settings: LoadGeneratorSettings
+    cpu_pool: str  # a pool with gpu: none
+    namespace: str = NAMESPACE
+
+
+def deployment(spec: LoadGeneratorSettings, cpu_pool: str, namespace: str = NAMESPACE) -> dict:
+    labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "gpu-inference"}
+    url = f"http://{spec.target}.{namespace}.svc.cluster.local:{SERVICE_PORT}/v1/predict"
+    return {
+        "metadata": {"name": NAME, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": contract.PoolContract(cpu_pool, "none").node_selector(),
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "loadgen",
+                            "image": spec.image,
+                            "command": ["python", "-m", "workloads.loadgen"],
+                            "args": ["--url", url, "--rps", f"{spec.rps:g}", "--duration", str(spec.duration_seconds)],
+                            "resources": {
+                                "requests": {"cpu": "500m", "memory": "256Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+class LoadGenerator(pulumi.ComponentResource):
+    def __init__(self, name: str, args: LoadGeneratorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:loadgen:LoadGenerator", name, None, opts)
+        obj = deployment(args.settings, args.cpu_pool, args.namespace)
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment", metadata=obj["metadata"], spec=obj["spec"], opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.register_outputs({"replicas": args.settings.replicas})
