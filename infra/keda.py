@@ -29,7 +29,15 @@ class KedaArgs:
 
 def helm_values() -> dict:
     small = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+    tag = versions.IMAGES["keda"].rsplit(":", 1)[1]
     return {
+        # Explicit tags and IfNotPresent: the chart defaults to `Always` pulls of its appVersion.
+        "image": {
+            "keda": {"tag": tag},
+            "metricsApiServer": {"tag": tag},
+            "webhooks": {"tag": tag},
+            "pullPolicy": "IfNotPresent",
+        },
         "nodeSelector": {contract.OS_LABEL: "linux", **contract.SYSTEM_LABELS},
         "tolerations": contract.system_tolerations(),
         "serviceAccount": {"operator": {"create": True, "name": OPERATOR_SERVICE_ACCOUNT}},

@@ -104,7 +104,8 @@ def dcgm_values(settings: MonitoringSettings) -> dict:
         "image": {"repository": repository, "tag": tag},
         "affinity": contract.gpu_node_affinity(),
         "tolerations": contract.gpu_daemon_tolerations(),
-        "arguments": [f"--collect-interval={settings.dcgm_interval_ms}"],
+        # The chart's default counters, collected every dcgmIntervalMs.
+        "arguments": ["-f", "/etc/dcgm-exporter/default-counters.csv", "-c", str(settings.dcgm_interval_ms)],
         "serviceMonitor": {"enabled": True, "interval": f"{max(settings.dcgm_interval_ms // 1000, 1)}s"},
         # Label GPU series with the pod that uses the GPU (namespace, pod, container).
         "kubernetes": {"enablePodLabels": True},

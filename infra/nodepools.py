@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract
+from infra import contract, image_cache
 from infra.settings import PoolSettings
 
 KARPENTER_API = "karpenter.sh/v1"
@@ -52,11 +52,31 @@ def block_devices(pool: PoolSettings) -> list[dict]:
         # Image pulls are throughput-bound: GPU pools get more than the gp3 baseline.
         "throughput": 500 if pool.is_gpu else 125,
     }
+    snapshot = pool.image_cache.snapshot_id if pool.image_cache else None
     if pool.ami_alias.startswith("bottlerocket@"):
-        # Bottlerocket keeps the OS on a small volume and images on the data volume.
+        # Bottlerocket keeps the OS on a small volume and images on the data volume,
+        # which can start from the image-cache snapshot as it is.
         os_volume = {"volumeSize": "4Gi", "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
+        if snapshot:
+            assert pool.image_cache is not None
+            size = max(pool.root_volume, pool.image_cache.volume_gib)
+            volume = {**volume, "volumeSize": f"{size}Gi", "snapshotID": snapshot}
         return [{"deviceName": "/dev/xvda", "ebs": os_volume}, {"deviceName": "/dev/xvdb", "ebs": volume}]
-    return [{"deviceName": "/dev/xvda", "ebs": volume, "rootVolume": True}]
+    devices = [{"deviceName": "/dev/xvda", "ebs": volume, "rootVolume": True}]
+    if snapshot:
+        # AL2023: containerd's store moves onto this volume (see node_user_data).
+        assert pool.image_cache is not None
+        cache = image_cache.cache_block_device(snapshot, pool.image_cache.volume_gib)
+        # Encrypted whatever the snapshot is: EC2 encrypts a copy of an unencrypted one.
+        devices.append({**cache, "ebs": {**cache["ebs"], "encrypted": True}})
+    return devices
+
+
+def node_user_data(pool: PoolSettings) -> str | None:
+    """AL2023 nodes with an image-cache snapshot mount it at containerd's root before nodeadm starts it."""
+    if pool.image_cache and pool.image_cache.snapshot_id and pool.ami_alias.startswith("al2023@"):
+        return image_cache.al2023_containerd_volume_user_data()
+    return None
 
 
 def node_class_spec(cluster_name: str, role: str, pool: PoolSettings, tags: Mapping[str, str]) -> dict:
@@ -75,6 +95,7 @@ def node_class_spec(cluster_name: str, role: str, pool: PoolSettings, tags: Mapp
             "httpTokens": "required",
         },
         "blockDeviceMappings": block_devices(pool),
+        **({"userData": user_data} if (user_data := node_user_data(pool)) else {}),
         "tags": dict(tags),
     }
 

@@ -578,6 +578,15 @@ class Settings(_Model):
                         f" (got {spec.gpus})",
                         {"field": f"{path}.gpus", "got": str(spec.gpus)},
                     )
+                largest = max(pool.gpu_counts, default=0)
+                if wants_gpu and pool.gpu == "dedicated" and spec.gpus > min(largest, pool.max_gpus or 0):
+                    raise PydanticCustomError(
+                        "field",
+                        f"must fit one node of pool {spec.pool}: at most {min(largest, pool.max_gpus or 0)} (its"
+                        f" families have at most {largest} GPUs per instance and maxGpus is {pool.max_gpus};"
+                        f" got {spec.gpus})",
+                        {"field": f"{path}.gpus", "got": str(spec.gpus)},
+                    )
                 if not wants_gpu and pool.is_gpu:
                     raise PydanticCustomError(
                         "field",

@@ -40,17 +40,17 @@ NVIDIA_DEVICE_PLUGIN = HelmChart(
 
 # Autoscaling and monitoring add-ons. The CRD schemas vendored under schemas/
 # (keda-v*, prometheus-operator-v*) are those these charts install.
-KEDA_VERSION = "2.18.1"
+KEDA_VERSION = "2.20.2"
 KEDA = HelmChart(chart="keda", version=KEDA_VERSION, repo="https://kedacore.github.io/charts")
 KUBE_PROMETHEUS_STACK = HelmChart(
     chart="kube-prometheus-stack",
-    version="79.5.0",
+    version="88.5.3",
     repo="https://prometheus-community.github.io/helm-charts",
 )
-PROMETHEUS_OPERATOR_VERSION = "0.86.2"  # what the kube-prometheus-stack chart above bundles
+PROMETHEUS_OPERATOR_VERSION = "0.93.1"  # the chart's appVersion: the operator and CRDs it installs
 DCGM_EXPORTER = HelmChart(
     chart="dcgm-exporter",
-    version="4.6.0",
+    version="4.8.2",
     repo="https://nvidia.github.io/dcgm-exporter/helm-charts",
 )
 
@@ -68,7 +68,8 @@ HELM_CHARTS: dict[str, HelmChart] = {
 IMAGES: dict[str, str] = {
     "karpenter-controller": f"public.ecr.aws/karpenter/controller:{KARPENTER_VERSION}",
     "nvidia-device-plugin": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
-    "dcgm-exporter": "nvcr.io/nvidia/k8s/dcgm-exporter:4.4.1-4.6.0-ubuntu22.04",
+    "dcgm-exporter": "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless",
+    "keda": f"ghcr.io/kedacore/keda:{KEDA_VERSION}",
     # Placeholder pods of the warm GPU headroom and the image pre-pull DaemonSet.
     "pause": "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a",
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned dependencies. `--dev` adds the test tools.
+# Create .venv and install the pinned dependencies. `--dev` adds the test tools
+# and Debian's prometheus package (a real server and promtool for the tests).
 # Safe to run again: it only installs what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+if [ "${1:-}" = "--dev" ]; then
+  ./scripts/install-prometheus.sh
+fi

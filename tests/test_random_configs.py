@@ -41,7 +41,46 @@ def random_pool(rng: random.Random, gpu: str) -> dict[str, Any]:
         pool["disruptionBudgets"] = [{"nodes": "1"}, {"nodes": "0", "schedule": "@daily", "duration": "1h"}]
     if rng.random() < 0.2:
         pool["amiAlias"] = "bottlerocket@1.50.0"
+    if gpu != "none" and rng.random() < 0.5:
+        pool["warmGpus"] = rng.randint(0, pool["maxGpus"] * pool.get("timeSlicingReplicas", 1))
+    if gpu != "none" and rng.random() < 0.3:
+        pool["imageCache"] = {
+            "images": [f"registry.example.com/extra:{rng.randint(1, 9)}.0"],
+            "prePull": rng.random() < 0.8,
+        }
     return pool
+
+
+IMAGE = "registry.example.com/gpu-inference/server:0.1.0"
+
+
+def random_workloads(rng: random.Random, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    gpu_pools = sorted(k for k, p in pools.items() if p["gpu"] != "none")
+    if not gpu_pools:
+        return {}
+    services = {}
+    for i in range(rng.randint(0, 3)):
+        pool = rng.choice(gpu_pools)
+        minimum = rng.randint(1, 3)
+        services[f"svc-{i}"] = {
+            "image": IMAGE,
+            "pool": pool,
+            "gpus": 1 if pools[pool]["gpu"] == "shared" else rng.randint(1, 2),
+            "modelLoadSeconds": rng.randint(5, 600),
+            "scaling": {
+                "minReplicas": minimum,
+                "maxReplicas": rng.randint(minimum, 40),
+                "targetInFlight": rng.randint(1, 32),
+            },
+        }
+    jobs = {
+        f"job-{i}": {"image": IMAGE, "pool": rng.choice(gpu_pools), "gpus": 1, "maxReplicas": rng.randint(1, 40)}
+        for i in range(rng.randint(0, 2))
+    }
+    out: dict[str, Any] = {"gpu-inference:inference": services, "gpu-inference:batchJobs": jobs}
+    if services and rng.random() < 0.5:
+        out["gpu-inference:loadGenerator"] = {"image": IMAGE, "target": rng.choice(sorted(services))}
+    return out
 
 
 def random_config(seed: int) -> dict[str, Any]:
@@ -64,6 +103,10 @@ def random_config(seed: int) -> dict[str, Any]:
             "endpointPublicAccess": rng.random() < 0.5,
         },
         "gpu-inference:nodePools": pools,
+        "gpu-inference:monitoring": {
+            "prometheus": {"retention": rng.choice(["2d", "15d"]), "storageGib": rng.randint(10, 500)}
+        },
+        **random_workloads(rng, pools),
     }
 
 
@@ -83,6 +126,20 @@ def test_random_valid_config_renders_valid_consistent_objects(seed: int) -> None
             terms = contract.PoolContract(name, pool.gpu)
             pod = {"nodeSelector": terms.node_selector(), "tolerations": terms.tolerations()}
             assert pools_accepting(pod, pools) == [name]
+    templates = {f"Deployment/{n}": m["spec"]["template"]["spec"] for n, m in plan.objects("Deployment").items()}
+    templates |= {
+        f"ScaledJob/{n}": m["spec"]["jobTargetRef"]["template"]["spec"] for n, m in plan.objects("ScaledJob").items()
+    }
+    for name, svc in plan.settings.inference.items():
+        assert pools_accepting(templates[f"Deployment/{name}"], pools) == [svc.pool], name
+    for name, job in plan.settings.batch_jobs.items():
+        assert pools_accepting(templates[f"ScaledJob/{name}"], pools) == [job.pool], name
+    for name, pool in plan.settings.node_pools.items():
+        headroom = plan.objects("Deployment").get(f"headroom-{name}")
+        assert (headroom is not None) == bool(pool.warm_gpus), name
+        if headroom is not None:
+            assert headroom["spec"]["replicas"] == pool.warm_gpus
+            assert pools_accepting(headroom["spec"]["template"]["spec"], pools) == [name]
     overlays = plan.objects("NodeOverlay")
     expected = {
         f"{name}-slices-{n}gpu"

@@ -55,8 +55,13 @@ def kitchen_sink_config() -> dict:
         "rootVolumeGib": 1000,
         "consolidation": "WhenEmpty",
         "consolidateAfter": "Never",
+        "amiAlias": "bottlerocket@1.50.0",
+        "imageCache": {"snapshotId": "snap-0fedcba9876543210", "volumeGib": 2000},
     }
-    pools["gpu"].update(warmGpus=2, imageCache={"images": ["registry.example.com/llm:1.0.0"]})
+    pools["gpu"].update(
+        warmGpus=2,
+        imageCache={"images": ["registry.example.com/llm:1.0.0"], "snapshotId": "snap-0123456789abcdef0"},
+    )
     pools["gpu-shared"].update(warmGpus=4)
     cfg["gpu-inference:cluster"]["version"] = "1.32"
     return cfg
@@ -161,3 +166,27 @@ def test_cluster_versions_have_core_schemas() -> None:
 
 def test_schema_root_is_inside_the_repository() -> None:
     assert Path(__file__).resolve().parents[1] / "schemas" == SCHEMA_ROOT
+
+
+@pytest.mark.parametrize(
+    ("prefix", "version", "kinds"),
+    [
+        ("keda-v", versions.KEDA_VERSION, {"ScaledObject", "ScaledJob", "TriggerAuthentication"}),
+        (
+            "prometheus-operator-v",
+            versions.PROMETHEUS_OPERATOR_VERSION,
+            {"ServiceMonitor", "PodMonitor", "PrometheusRule"},
+        ),
+    ],
+)
+def test_vendored_addon_crds_match_the_pinned_versions(prefix: str, version: str, kinds: set[str]) -> None:
+    dirs = sorted(p.name for p in SCHEMA_ROOT.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    assert dirs == [f"{prefix}{version}"]
+    assert kinds <= {kind for (_, kind) in crd_schemas()}
+
+
+def test_a_wrong_field_in_a_scaled_object_is_an_error(dev_plan: Plan) -> None:
+    scaled = copy.deepcopy(dev_plan.objects("ScaledObject")["llm"])
+    assert validate(scaled, "1.34") == []
+    scaled["spec"]["maxReplicas"] = 3  # KEDA spells it maxReplicaCount
+    assert any("maxReplicas" in e for e in validate(scaled, "1.34"))

@@ -224,7 +224,7 @@ class BatchJob(pulumi.ComponentResource):
             kind="TriggerAuthentication",
             metadata=meta,
             # KEDA reads the queue length as its own operator (Pod Identity on keda-operator).
-            spec={"podIdentity": {"provider": "aws"}},
+            spec={"podIdentity": {"provider": "aws", "identityOwner": "keda"}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[keda_access]),
         )
         job = pulumi.Output.all(self.queue.url, self.bucket.bucket).apply(

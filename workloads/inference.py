@@ -31,9 +31,10 @@ import pulumi_kubernetes as k8s
 
 from infra import contract
 from infra.settings import InferenceSettings, PoolSettings
+from workloads.server import metric_names
 
 NAMESPACE = "inference"
-SIGNAL_METRIC = "inference_requests_in_flight"
+SIGNAL_METRIC = metric_names.IN_FLIGHT
 PRE_STOP_SECONDS = 5  # endpoint removal reaches every kube-proxy / load balancer within this
 PROBE_PERIOD_SECONDS = 5
 SERVICE_PORT = 80

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import runpy
 import sys
@@ -62,7 +63,16 @@ def record(
     mocks = RecordingMocks(region=region)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=stack_settings.PROJECT, stack=stack, preview=False, monitor=monitor)
-    _sync_await(run_pulumi_func(fn))
+    # The SDKs define thousands of typed classes on first import and a run allocates
+    # many small objects that live until it ends: the cyclic GC only costs time here
+    # (about 40% of a plan). It is back on when the run returns.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _sync_await(run_pulumi_func(fn))
+    finally:
+        if was_enabled:
+            gc.enable()
     return monitor.recorded
 
 

@@ -151,6 +151,7 @@ def summary(
             f" | {limits} | {pool.time_slicing_replicas or '-'} | {disruption.get('consolidationPolicy')}"
             f" after {disruption.get('consolidateAfter')} |"
         )
+    lines += workload_lines(settings, manifests)
     lines += ["", "## Resources by type", "", "| type | count |", "|---|---|"]
     for typ, count in sorted(Counter(r.type for r in recorded).items()):
         lines.append(f"| `{typ}` | {count} |")
@@ -191,4 +192,42 @@ def cost_lines(estimate: cost.CostEstimate) -> list[str]:
             f" | {pool.binding_limit} | ${pool.headroom_per_hour:,.2f} |"
         )
     lines += ["", f"Prices as of {estimate.as_of} ({cost.PRICES_FILE.name}); " + "; ".join(estimate.notes) + ".", ""]
+    return lines
+
+
+def workload_lines(settings: Settings, manifests: list[dict[str, Any]]) -> list[str]:
+    """Inference services (scale signal and bounds), batch jobs and warm headroom, as rendered."""
+    lines: list[str] = []
+    scaled = {m["metadata"]["name"]: m["spec"] for m in manifests if m["kind"] == "ScaledObject"}
+    if settings.inference:
+        lines += [
+            "",
+            "## Inference services",
+            "",
+            "| service | pool | GPUs | replicas | scale signal (KEDA trigger) | target per replica | polling |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, svc in sorted(settings.inference.items()):
+            spec = scaled.get(name, {})
+            trigger = (spec.get("triggers") or [{}])[0].get("metadata", {})
+            lines.append(
+                f"| {name} | {svc.pool} | {svc.gpus} | {spec.get('minReplicaCount')}..{spec.get('maxReplicaCount')}"
+                f" | `{trigger.get('query')}` | {trigger.get('threshold')} | {spec.get('pollingInterval')} s |"
+            )
+    if settings.batch_jobs:
+        lines += [
+            "",
+            "## Batch jobs",
+            "",
+            "| job | pool | GPUs | max jobs | messages per job |",
+            "|---|---|---|---|---|",
+        ]
+        for name, job in sorted(settings.batch_jobs.items()):
+            lines.append(f"| {name} | {job.pool} | {job.gpus} | {job.max_replicas} | {job.messages_per_job} |")
+    warm = {k: p for k, p in sorted(settings.node_pools.items()) if p.warm_gpus}
+    if warm:
+        lines += ["", "## Warm GPU headroom", "", "| pool | warm (pool units) | physical GPUs |", "|---|---|---|"]
+        for name, pool in warm.items():
+            unit = "slices" if pool.gpu == "shared" else "GPUs"
+            lines.append(f"| {name} | {pool.warm_gpus} {unit} | {pool.warm_physical_gpus} |")
     return lines

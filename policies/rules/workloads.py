@@ -25,10 +25,11 @@ from policies.rules.common import (
     schema,
     stack_policy,
 )
+from workloads.server import metric_names
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The in-flight gauge InferenceService pods report (workloads/inference.py).
-SELF_METRIC = "inference_requests_in_flight"
+SELF_METRIC = metric_names.IN_FLIGHT
 POD_KINDS = list(POD_TEMPLATE_PATHS)
 
 

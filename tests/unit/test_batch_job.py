@@ -89,7 +89,7 @@ def test_scaled_job_reads_the_queue_and_runs_one_job_per_batch(job, dev):
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["MAX_MESSAGES"] == str(spec.messages_per_job) and env["RESULTS_PREFIX"] == RESULTS_PREFIX
     auth = named(job, "offline-scoring-trigger-auth").inputs
-    assert auth["spec"] == {"podIdentity": {"provider": "aws"}}
+    assert auth["spec"] == {"podIdentity": {"provider": "aws", "identityOwner": "keda"}}
 
 
 def test_every_aws_resource_of_the_job(job):
