@@ -1,0 +1,1 @@
+"""Benchmarks that run on a developer machine (not part of the test suite)."""
