@@ -106,7 +106,13 @@ def dcgm_values(settings: MonitoringSettings) -> dict:
         "tolerations": contract.gpu_daemon_tolerations(),
         # The chart's default counters, collected every dcgmIntervalMs.
         "arguments": ["-f", "/etc/dcgm-exporter/default-counters.csv", "-c", str(settings.dcgm_interval_ms)],
-        "serviceMonitor": {"enabled": True, "interval": f"{max(settings.dcgm_interval_ms // 1000, 1)}s"},
+        # honorLabels: a GPU series keeps the namespace/pod of the workload using the GPU,
+        # not those of the exporter pod that reports it.
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": f"{max(settings.dcgm_interval_ms // 1000, 1)}s",
+            "honorLabels": True,
+        },
         # Label GPU series with the pod that uses the GPU (namespace, pod, container).
         "kubernetes": {"enablePodLabels": True},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},

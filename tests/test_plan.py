@@ -84,7 +84,11 @@ def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(writ
     manifests = load_manifests(out)
     assert len(manifests) == len(k8s_objects)
     kinds = sorted({m["kind"] for m in manifests.values()})
-    assert kinds == ["ConfigMap", "EC2NodeClass", "Namespace", "NodeOverlay", "NodePool"]
+    assert kinds == [
+        "ConfigMap", "DaemonSet", "Deployment", "EC2NodeClass", "Namespace", "NodeOverlay", "NodePool",
+        "PodDisruptionBudget", "PrometheusRule", "ScaledJob", "ScaledObject", "Secret", "Service", "ServiceAccount",
+        "ServiceMonitor", "StorageClass", "TriggerAuthentication",
+    ]  # fmt: skip
     releases = yaml.safe_load((out / "helm-releases.yaml").read_text())
     assert {r["name"]: r["version"] for r in releases} == {name: c.version for name, c in versions.HELM_CHARTS.items()}
     assert all(set(r) == {"name", "namespace", "chart", "repo", "version", "values"} for r in releases)
