@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_kubernetes as k8s
 
 from infra import contract, versions
 from infra.cluster import ec2_assume_role_policy, node_role_policy_arns
+from infra.helm import pinned_release
 from infra.identity import pod_identity_role
 from infra.settings import KarpenterSettings
 
@@ -60,19 +60,17 @@ class Karpenter(pulumi.ComponentResource):
         )
         self.queue = self._interruption_queue(name, args, child)
         self.controller_role, self.pod_identity = self._controller_role(name, args, child)
-        self.crds = k8s.helm.v3.Release(
+        self.crds = pinned_release(
             f"{name}-crd",
+            versions.KARPENTER_CRD,
             name="karpenter-crd",
-            chart=versions.KARPENTER_CRD.chart,
-            version=versions.KARPENTER_CRD.version,
             namespace=NAMESPACE,
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
-        self.release = k8s.helm.v3.Release(
+        self.release = pinned_release(
             f"{name}-controller",
+            versions.KARPENTER,
             name="karpenter",
-            chart=versions.KARPENTER.chart,
-            version=versions.KARPENTER.version,
             namespace=NAMESPACE,
             skip_crds=True,  # owned by the karpenter-crd release, which Helm also upgrades
             values=self.helm_values(args, self.queue.name),

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import contract, versions
+from infra.helm import pinned_release
 from infra.identity import pod_identity_role
 
 NAMESPACE = "keda"
@@ -60,13 +61,10 @@ class Keda(pulumi.ComponentResource):
             service_account=OPERATOR_SERVICE_ACCOUNT,
             opts=child,
         )
-        chart = versions.KEDA
-        self.release = k8s.helm.v3.Release(
+        self.release = pinned_release(
             f"{name}-release",
+            versions.KEDA,
             name="keda",
-            chart=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             namespace=NAMESPACE,
             values=helm_values(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.pod_identity, *args.depends_on]),

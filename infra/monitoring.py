@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra import contract, versions
+from infra.helm import pinned_release
 from infra.settings import MonitoringSettings
 from workloads.observability import alerts, dashboards
 
@@ -133,25 +134,19 @@ class Monitoring(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(self.grafana_password.result)},
             opts=ns_child,
         )
-        chart = versions.KUBE_PROMETHEUS_STACK
-        self.release = k8s.helm.v3.Release(
+        self.release = pinned_release(
             f"{name}-release",
+            versions.KUBE_PROMETHEUS_STACK,
             name=RELEASE,
-            chart=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             namespace=NAMESPACE,
             values=pulumi.Output.from_input(args.storage_class).apply(lambda sc: stack_values(args.settings, sc)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana_secret, *args.depends_on]),
         )
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
-        dcgm = versions.DCGM_EXPORTER
-        self.dcgm = k8s.helm.v3.Release(
+        self.dcgm = pinned_release(
             f"{name}-dcgm-exporter",
+            versions.DCGM_EXPORTER,
             name="dcgm-exporter",
-            chart=dcgm.chart,
-            version=dcgm.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=dcgm.repo),
             namespace=NAMESPACE,
             values=dcgm_values(args.settings),
             opts=after_crds,

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from infra import contract, versions
+from infra.helm import pinned_release
 from infra.settings import PoolSettings
 
 NAMESPACE = "nvidia-device-plugin"
@@ -89,13 +90,10 @@ class DevicePlugin(pulumi.ComponentResource):
             data={key: yaml.safe_dump(cfg, sort_keys=False) for key, cfg in self.configs.items()},
             opts=ns_child,
         )
-        chart = versions.NVIDIA_DEVICE_PLUGIN
-        self.release = k8s.helm.v3.Release(
+        self.release = pinned_release(
             f"{name}-release",
+            versions.NVIDIA_DEVICE_PLUGIN,
             name="nvidia-device-plugin",
-            chart=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
             namespace=NAMESPACE,
             values=helm_values(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace, self.config_map]),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, versions
+from infra import contract, pods, versions
 from infra.settings import PoolSettings
 
 NAMESPACE = "gpu-warmup"
@@ -52,14 +52,7 @@ def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
 
 
 def _restricted() -> dict:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": 65535,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return {**pods.container_security(), "runAsNonRoot": True, "runAsUser": pods.PAUSE_USER}
 
 
 def _pod_base(pool_name: str, pool: PoolSettings) -> dict:
@@ -126,7 +119,8 @@ def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> 
             "imagePullPolicy": "IfNotPresent",
             "command": ["/bin/sh", "-c", "true"],
             "resources": small,
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            # Any image: it may need its root filesystem and user, but never privileges.
+            "securityContext": pods.container_security(read_only_root=False),
         }
         for i, image in enumerate(images)
     ]

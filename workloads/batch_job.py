@@ -22,7 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import contract
+from infra import contract, pods
 from infra.identity import pod_identity_role
 from infra.settings import BatchJobSettings, PoolSettings
 
@@ -115,7 +115,7 @@ def job_pod_spec(
         "restartPolicy": "Never",
         "nodeSelector": terms.node_selector(),
         **({"tolerations": terms.tolerations()} if terms.tolerations() else {}),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pods.pod_security(fs_group=True),
         "containers": [
             {
                 "name": "worker",
@@ -123,15 +123,11 @@ def job_pod_spec(
                 "command": ["python", "-m", "workloads.batch"],
                 "env": [{"name": k, "value": v} for k, v in env.items()],
                 "resources": {"requests": requests, "limits": limits},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "securityContext": pods.container_security(),
+                "volumeMounts": [pods.TMP_MOUNT],
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": [pods.TMP_VOLUME],
     }
 
 

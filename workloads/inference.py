@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract
+from infra import contract, pods
 from infra.settings import InferenceSettings, PoolSettings
 from workloads.server import metric_names
 
@@ -38,7 +38,6 @@ SIGNAL_METRIC = metric_names.IN_FLIGHT
 PRE_STOP_SECONDS = 5  # endpoint removal reaches every kube-proxy / load balancer within this
 PROBE_PERIOD_SECONDS = 5
 SERVICE_PORT = 80
-RUN_AS_USER = 10001  # the `app` user of workloads/server/Dockerfile
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,7 @@ def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSetti
         "tolerations": terms.tolerations(),
         "terminationGracePeriodSeconds": grace_period_seconds(spec),
         # The reference image runs as this user; the volume group lets it write /tmp.
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pods.pod_security(fs_group=True),
         # Spread over zones and nodes when capacity allows; never block a scale-out for it.
         "topologySpreadConstraints": [
             {
@@ -130,15 +123,11 @@ def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSetti
                     "failureThreshold": 3,
                 },
                 "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "securityContext": pods.container_security(),
+                "volumeMounts": [pods.TMP_MOUNT],
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": [pods.TMP_VOLUME],
     }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract
+from infra import contract, pods
 from infra.settings import LoadGeneratorSettings
 from workloads.inference import NAMESPACE, SERVICE_PORT
 
@@ -40,11 +40,7 @@ def deployment(spec: LoadGeneratorSettings, cpu_pool: str, namespace: str = NAME
                 "spec": {
                     "nodeSelector": contract.PoolContract(cpu_pool, "none").node_selector(),
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pods.pod_security(),
                     "containers": [
                         {
                             "name": "loadgen",
@@ -55,11 +51,7 @@ def deployment(spec: LoadGeneratorSettings, cpu_pool: str, namespace: str = NAME
                                 "requests": {"cpu": "500m", "memory": "256Mi"},
                                 "limits": {"memory": "512Mi"},
                             },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": pods.container_security(),
                         }
                     ],
                 },
