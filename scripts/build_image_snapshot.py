@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: make the repository's packages i
 
 import yaml
 
-from infra import catalog, image_cache, settings, versions
+from infra import amis, catalog, image_cache, settings, versions
 
 EXIT_FAILED = 1
 
@@ -332,14 +332,7 @@ class Plan:
 
 def ami_parameter(family: str, kubernetes_version: str, arch: str, release: str) -> str:
     """SSM public parameter of the builder AMI: the standard variant, as Karpenter resolves aliases."""
-    if family == "al2023":
-        name = (
-            "recommended"
-            if release == "latest"
-            else f"amazon-eks-node-al2023-{arch}-standard-{kubernetes_version}-{release}"
-        )
-        return f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/{arch}/standard/{name}/image_id"
-    return f"/aws/service/bottlerocket/aws-k8s-{kubernetes_version}/{arch}/{release.lstrip('v')}/image_id"
+    return amis.ssm_parameter(f"{family}@{release}", kubernetes_version, arch, gpu=False)
 
 
 def ecr_region(image: str) -> str | None:
