@@ -13,6 +13,18 @@ APP_USER = 10001
 # The user the pause image runs as.
 PAUSE_USER = 65535
 
+PART_OF = "gpu-inference"
+
+
+def app_labels(name: str, component: str) -> dict[str, str]:
+    """Recommended app labels; selectors, Services and monitors match on all three."""
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+    }
+
+
 TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
 TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 

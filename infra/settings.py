@@ -557,52 +557,21 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _workload_pools(self) -> Settings:
-        gpu_pools = sorted(k for k, p in self.node_pools.items() if p.is_gpu)
         for section, workloads in (("inference", self.inference), ("batchJobs", self.batch_jobs)):
             for name, spec in sorted(workloads.items()):
-                pool = self.node_pools.get(spec.pool)
-                path = f"{section}.{name}"
-                wants_gpu = spec.gpus > 0
-                if pool is None or (wants_gpu and not pool.is_gpu):
-                    kind = "a GPU pool" if wants_gpu else "a pool"
-                    allowed = gpu_pools if wants_gpu else sorted(self.node_pools)
-                    raise PydanticCustomError(
-                        "field",
-                        f"must name {kind} of nodePools: one of {', '.join(allowed)} (got {json.dumps(spec.pool)})",
-                        {"field": f"{path}.pool", "got": json.dumps(spec.pool)},
-                    )
-                if pool.gpu == "shared" and spec.gpus != 1:
-                    raise PydanticCustomError(
-                        "field",
-                        f"must be 1 on shared pool {spec.pool}: a time-sliced GPU is handed out one slice per pod"
-                        f" (got {spec.gpus})",
-                        {"field": f"{path}.gpus", "got": str(spec.gpus)},
-                    )
-                largest = max(pool.gpu_counts, default=0)
-                if wants_gpu and pool.gpu == "dedicated" and spec.gpus > min(largest, pool.max_gpus or 0):
-                    raise PydanticCustomError(
-                        "field",
-                        f"must fit one node of pool {spec.pool}: at most {min(largest, pool.max_gpus or 0)} (its"
-                        f" families have at most {largest} GPUs per instance and maxGpus is {pool.max_gpus};"
-                        f" got {spec.gpus})",
-                        {"field": f"{path}.gpus", "got": str(spec.gpus)},
-                    )
-                if not wants_gpu and pool.is_gpu:
-                    raise PydanticCustomError(
-                        "field",
-                        f"must be >= 1 on GPU pool {spec.pool}: its nodes are tainted for GPU pods (got 0)",
-                        {"field": f"{path}.gpus", "got": "0"},
-                    )
+                problem = _workload_pool_problem(f"{section}.{name}", spec, self.node_pools)
+                if problem is not None:
+                    raise problem
         return self
 
     @model_validator(mode="after")
     def _load_target(self) -> Settings:
         if self.load_generator is not None and self.load_generator.target not in self.inference:
-            raise PydanticCustomError(
-                "field",
+            raise _field_error(
+                "loadGenerator.target",
                 f"must name a service of inference: one of {', '.join(sorted(self.inference)) or '(none defined)'}"
-                f" (got {json.dumps(self.load_generator.target)})",
-                {"field": "loadGenerator.target", "got": json.dumps(self.load_generator.target)},
+                " (got {got})",
+                self.load_generator.target,
             )
         return self
 
@@ -632,6 +601,39 @@ class Settings(_Model):
             return cls.parse(raw)
         except ValidationError as exc:
             raise ConfigError(_describe_all(exc.errors())) from None
+
+
+def _workload_pool_problem(
+    path: str, spec: InferenceSettings | BatchJobSettings, pools: Mapping[str, PoolSettings]
+) -> PydanticCustomError | None:
+    """Why a workload cannot run on the pool it names, or None."""
+    pool, wants_gpu = pools.get(spec.pool), spec.gpus > 0
+    if pool is None or (wants_gpu and not pool.is_gpu):
+        allowed = sorted(k for k, p in pools.items() if p.is_gpu or not wants_gpu)
+        kind = "a GPU pool" if wants_gpu else "a pool"
+        return _field_error(
+            f"{path}.pool", f"must name {kind} of nodePools: one of {', '.join(allowed)} (got {{got}})", spec.pool
+        )
+    if pool.gpu == "shared" and spec.gpus != 1:
+        return _field_error(
+            f"{path}.gpus",
+            f"must be 1 on shared pool {spec.pool}: a time-sliced GPU is handed out one slice per pod (got {{got}})",
+            spec.gpus,
+        )
+    largest = max(pool.gpu_counts, default=0)
+    fits = min(largest, pool.max_gpus or 0)
+    if wants_gpu and pool.gpu == "dedicated" and spec.gpus > fits:
+        return _field_error(
+            f"{path}.gpus",
+            f"must fit one node of pool {spec.pool}: at most {fits} (its families have at most {largest} GPUs per"
+            f" instance and maxGpus is {pool.max_gpus}; got {{got}})",
+            spec.gpus,
+        )
+    if not wants_gpu and pool.is_gpu:
+        return _field_error(
+            f"{path}.gpus", f"must be >= 1 on GPU pool {spec.pool}: its nodes are tainted for GPU pods (got {{got}})", 0
+        )
+    return None
 
 
 # Config keys as they appear in Pulumi.<stack>.yaml -> field in `Settings`.

@@ -42,11 +42,7 @@ class BatchJobArgs:
 
 
 def labels(name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/component": "batch",
-        "app.kubernetes.io/part-of": "gpu-inference",
-    }
+    return pods.app_labels(name, "batch")
 
 
 def worker_policy(queue_arn: str, bucket_arn: str) -> str:

@@ -49,11 +49,7 @@ class InferenceServiceArgs:
 
 
 def labels(name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/component": "inference",
-        "app.kubernetes.io/part-of": "gpu-inference",
-    }
+    return pods.app_labels(name, "inference")
 
 
 def scale_query(name: str, namespace: str = NAMESPACE) -> str:
