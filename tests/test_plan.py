@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from infra import versions
+from infra.plan.run import read_stack_file
 from tests.conftest import STACKS, stack_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,11 +85,15 @@ def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(writ
     manifests = load_manifests(out)
     assert len(manifests) == len(k8s_objects)
     kinds = sorted({m["kind"] for m in manifests.values()})
-    assert kinds == [
+    expected = {
         "ConfigMap", "DaemonSet", "Deployment", "EC2NodeClass", "Namespace", "NodeOverlay", "NodePool",
         "PodDisruptionBudget", "PrometheusRule", "ScaledJob", "ScaledObject", "Secret", "Service", "ServiceAccount",
         "ServiceMonitor", "StorageClass", "TriggerAuthentication",
-    ]  # fmt: skip
+    }  # fmt: skip
+    config, _ = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+    if any(pool.get("warmGpus") for pool in config["gpu-inference:nodePools"].values()):
+        expected.add("PriorityClass")  # warm GPU headroom
+    assert kinds == sorted(expected)
     releases = yaml.safe_load((out / "helm-releases.yaml").read_text())
     assert {r["name"]: r["version"] for r in releases} == {name: c.version for name, c in versions.HELM_CHARTS.items()}
     assert all(set(r) == {"name", "namespace", "chart", "repo", "version", "values"} for r in releases)
