@@ -135,8 +135,7 @@ jobs = {
     for name, job in sorted(cfg.batch_jobs.items())
 }
 if cfg.load_generator is not None:
-    cpu_pool = next(k for k, p in sorted(cfg.node_pools.items()) if not p.is_gpu)
-    LoadGenerator("loadgen", LoadGeneratorArgs(settings=cfg.load_generator, cpu_pool=cpu_pool), opts=workload_opts)
+    LoadGenerator("loadgen", LoadGeneratorArgs(settings=cfg.load_generator, cpu_pool=cfg.cpu_pool), opts=workload_opts)
 
 pulumi.export("region", cfg.region)
 pulumi.export("availabilityZones", zones)

@@ -19,28 +19,29 @@ class Family:
     gpu_model: str = ""  # empty for CPU families
     gpu_memory_gib: int = 0  # per GPU
     gpu_counts: tuple[int, ...] = ()  # GPUs per instance across the family's sizes
+    max_vcpus_per_gpu: int = 0  # the most vCPUs any size carries per GPU (g5.16xlarge: 64 for 1)
 
     @property
     def is_gpu(self) -> bool:
         return bool(self.gpu_counts)
 
 
-def _gpu(name: str, model: str, memory: int, counts: tuple[int, ...], arch: str = "amd64") -> Family:
-    return Family(name, arch, model, memory, counts)
+def _gpu(name: str, model: str, memory: int, counts: tuple[int, ...], vcpus_per_gpu: int, arch: str = "amd64") -> Family:
+    return Family(name, arch, model, memory, counts, vcpus_per_gpu)
 
 
 _GPU_FAMILIES = (
-    _gpu("g4dn", "T4", 16, (1, 4, 8)),
-    _gpu("g5", "A10G", 24, (1, 4, 8)),
-    _gpu("g5g", "T4G", 16, (1, 2), arch="arm64"),
-    _gpu("g6", "L4", 24, (1, 4, 8)),
-    _gpu("gr6", "L4", 24, (1,)),
-    _gpu("g6e", "L40S", 48, (1, 4, 8)),
-    _gpu("p4d", "A100", 40, (8,)),
-    _gpu("p4de", "A100", 80, (8,)),
-    _gpu("p5", "H100", 80, (1, 8)),
-    _gpu("p5e", "H200", 141, (8,)),
-    _gpu("p5en", "H200", 141, (8,)),
+    _gpu("g4dn", "T4", 16, (1, 4, 8), 64),
+    _gpu("g5", "A10G", 24, (1, 4, 8), 64),
+    _gpu("g5g", "T4G", 16, (1, 2), 32, arch="arm64"),
+    _gpu("g6", "L4", 24, (1, 4, 8), 64),
+    _gpu("gr6", "L4", 24, (1,), 32),
+    _gpu("g6e", "L40S", 48, (1, 4, 8), 64),
+    _gpu("p4d", "A100", 40, (8,), 12),
+    _gpu("p4de", "A100", 80, (8,), 12),
+    _gpu("p5", "H100", 80, (1, 8), 24),
+    _gpu("p5e", "H200", 141, (8,), 24),
+    _gpu("p5en", "H200", 141, (8,), 24),
 )
 
 _CPU_FAMILIES = tuple(
@@ -60,6 +61,11 @@ CPU_FAMILIES = tuple(sorted(f.name for f in _CPU_FAMILIES))
 def gpu_counts(families: tuple[str, ...] | list[str]) -> tuple[int, ...]:
     """Distinct GPUs-per-instance values across the given families, ascending."""
     return tuple(sorted({n for name in families for n in FAMILIES[name].gpu_counts}))
+
+
+def max_vcpus_for_gpus(families: tuple[str, ...] | list[str], gpus: int) -> int:
+    """The most vCPUs that `gpus` physical GPUs of these families can bring along."""
+    return gpus * max(FAMILIES[name].max_vcpus_per_gpu for name in families)
 
 
 def architectures(families: tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -129,7 +129,9 @@ class PoolSettings(_Model):
     gpu: Literal["none", "dedicated", "shared"]
     instance_families: Annotated[tuple[str, ...], Field(alias="instanceFamilies", min_length=1)]
     capacity_types: Annotated[tuple[CapacityType, ...], Field(alias="capacityTypes", min_length=1)]
-    max_cpu: Annotated[int, Field(alias="maxCpu", ge=1, le=100_000)]
+    # Required on CPU pools; a GPU pool defaults to what maxGpus can bring along
+    # (see `max_cpu`), so its GPU limit is the one that binds.
+    max_cpu_setting: Annotated[Annotated[int, Field(ge=1, le=100_000)] | None, Field(alias="maxCpu")] = None
     max_memory_gib: Annotated[Annotated[int, Field(ge=1)] | None, Field(alias="maxMemoryGib")] = None
     max_gpus: Annotated[Annotated[int, Field(ge=1, le=10_000)] | None, Field(alias="maxGpus")] = None
     time_slicing_replicas: Annotated[Annotated[int, Field(ge=2, le=48)] | None, Field(alias="timeSlicingReplicas")] = (
@@ -180,6 +182,8 @@ class PoolSettings(_Model):
             )
         if is_gpu and self.max_gpus is None:
             raise _field_error("maxGpus", "is required for GPU pools (an integer >= 1)", None)
+        if not is_gpu and self.max_cpu_setting is None:
+            raise _field_error("maxCpu", "is required for CPU pools (gpu: none): the pool's vCPU limit, >= 1", None)
         if not is_gpu and self.max_gpus is not None:
             raise _field_error("maxGpus", "is only allowed on GPU pools (gpu: dedicated or shared)", self.max_gpus)
         if self.warm_gpus and not is_gpu:
@@ -214,6 +218,14 @@ class PoolSettings(_Model):
     @property
     def is_gpu(self) -> bool:
         return self.gpu != "none"
+
+    @property
+    def max_cpu(self) -> int:
+        """The pool's vCPU limit: `maxCpu`, or on a GPU pool without it the most
+        vCPUs its `maxGpus` GPUs come with on any allowed instance type."""
+        if self.max_cpu_setting is not None:
+            return self.max_cpu_setting
+        return catalog.max_vcpus_for_gpus(self.instance_families, self.max_gpus or 0)
 
     @property
     def gpu_limit(self) -> int:
@@ -576,14 +588,19 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _needs_a_cpu_pool(self) -> Settings:
-        if not any(not p.is_gpu for p in self.node_pools.values()):
+    def _load_generator_needs_a_cpu_pool(self) -> Settings:
+        if self.load_generator is not None and self.cpu_pool is None:
             raise _field_error(
-                "nodePools",
-                "needs at least one CPU pool (gpu: none) for ordinary pods; got only GPU pools {got}",
+                "loadGenerator",
+                "needs a CPU pool (gpu: none) in nodePools to run on; got only GPU pools {got}",
                 sorted(self.node_pools),
             )
         return self
+
+    @property
+    def cpu_pool(self) -> str | None:
+        """The first CPU pool by name, where CPU-only helpers such as the load generator run."""
+        return next((k for k, p in sorted(self.node_pools.items()) if not p.is_gpu), None)
 
     @property
     def shared_pools(self) -> dict[str, PoolSettings]:
@@ -598,9 +615,17 @@ class Settings(_Model):
     def from_raw(cls, raw: Mapping[str, Any]) -> Settings:
         """Validate a stack's config (keys without the project prefix, plus `region`)."""
         try:
-            return cls.parse(raw)
+            return cls.parse(_with_default_cluster_name(raw))
         except ValidationError as exc:
             raise ConfigError(_describe_all(exc.errors())) from None
+
+
+def _with_default_cluster_name(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`cluster` and its `name` may be left out: the cluster is then `gpu-inference-<environment>`."""
+    environment, cluster = raw.get("environment"), raw.get("cluster", {})
+    if not isinstance(environment, str) or not isinstance(cluster, Mapping) or "name" in cluster:
+        return raw
+    return {**raw, "cluster": {**cluster, "name": f"{PROJECT}-{environment}"}}
 
 
 def _workload_pool_problem(
@@ -704,10 +729,11 @@ _KEY_OF_FIELD = {"region": "aws:region"}
 
 
 def _path(loc: tuple[Any, ...]) -> str:
+    """The key as a user finds it in `Pulumi.<stack>.yaml`: `gpu-inference:nodePools.gpu.maxGpus`."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return _KEY_OF_FIELD.get(out, out)
+    return _KEY_OF_FIELD.get(out, f"{PROJECT}:{out}")
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -32,6 +32,8 @@ def random_pool(rng: random.Random, gpu: str) -> dict[str, Any]:
     }
     if gpu != "none":
         pool["maxGpus"] = rng.randint(1, 64)
+        if rng.random() < 0.3:
+            del pool["maxCpu"]  # derived from maxGpus
         pool["rootVolumeGib"] = rng.choice([100, 300, 1000])
     if gpu == "shared":
         pool["timeSlicingReplicas"] = rng.randint(2, 48)
@@ -78,17 +80,19 @@ def random_workloads(rng: random.Random, pools: dict[str, dict[str, Any]]) -> di
         for i in range(rng.randint(0, 2))
     }
     out: dict[str, Any] = {"gpu-inference:inference": services, "gpu-inference:batchJobs": jobs}
-    if services and rng.random() < 0.5:
+    has_cpu_pool = any(p["gpu"] == "none" for p in pools.values())
+    if services and has_cpu_pool and rng.random() < 0.5:
         out["gpu-inference:loadGenerator"] = {"image": IMAGE, "target": rng.choice(sorted(services))}
     return out
 
 
 def random_config(seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    modes = ["none"] + [rng.choice(["none", "dedicated", "shared"]) for _ in range(rng.randint(0, 4))]
+    first = "none" if rng.random() < 0.8 else rng.choice(["dedicated", "shared"])  # GPU-only stacks too
+    modes = [first] + [rng.choice(["none", "dedicated", "shared"]) for _ in range(rng.randint(0, 4))]
     pools = {f"pool-{i}-{mode}": random_pool(rng, mode) for i, mode in enumerate(modes)}
     region = rng.choice(["us-east-1", "us-west-2", "eu-west-1"])
-    return {
+    config = {
         "aws:region": region,
         "gpu-inference:environment": f"env{seed}",
         "gpu-inference:tags": {"team": f"t{seed}"},
@@ -108,6 +112,9 @@ def random_config(seed: int) -> dict[str, Any]:
         },
         **random_workloads(rng, pools),
     }
+    if rng.random() < 0.2:
+        del config["gpu-inference:cluster"]  # every cluster key has a default
+    return config
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -77,24 +77,24 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "gpu pool without maxGpus",
         _drop(f"{NP}/gpu/maxGpus"),
-        ["nodePools.gpu.maxGpus is required for GPU pools (an integer >= 1)"],
+        ["gpu-inference:nodePools.gpu.maxGpus is required for GPU pools (an integer >= 1)"],
     ),
     (
         "misspelt pool key",
         _set(f"{NP}/gpu/maxGPUs", 3),
         [
-            "nodePools.gpu.maxGPUs is not a known key (allowed: gpu, instanceFamilies, capacityTypes, maxCpu,"
+            "gpu-inference:nodePools.gpu.maxGPUs is not a known key (allowed: gpu, instanceFamilies, capacityTypes, maxCpu,"
             " maxMemoryGib, maxGpus, timeSlicingReplicas, consolidation, consolidateAfter, expireAfter,"
             " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache)"
         ],
     ),
-    ("maxGpus zero", _set(f"{NP}/gpu/maxGpus", 0), ["nodePools.gpu.maxGpus must be >= 1 (got 0)"]),
-    ("maxGpus as text", _set(f"{NP}/gpu/maxGpus", "4"), ['nodePools.gpu.maxGpus must be of type int (got "4")']),
+    ("maxGpus zero", _set(f"{NP}/gpu/maxGpus", 0), ["gpu-inference:nodePools.gpu.maxGpus must be >= 1 (got 0)"]),
+    ("maxGpus as text", _set(f"{NP}/gpu/maxGpus", "4"), ['gpu-inference:nodePools.gpu.maxGpus must be of type int (got "4")']),
     (
         "CPU family in a GPU pool",
         _set(f"{NP}/gpu/instanceFamilies", ["g5", "c7i"]),
         [
-            'nodePools.gpu.instanceFamilies must name only GPU families since gpu is dedicated (got ["c7i"]);'
+            'gpu-inference:nodePools.gpu.instanceFamilies must name only GPU families since gpu is dedicated (got ["c7i"]);'
             " allowed: g4dn, g5, g5g, g6, g6e, gr6, p4d, p4de, p5, p5e, p5en"
         ],
     ),
@@ -102,70 +102,70 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         "GPU family in a CPU pool",
         _set(f"{NP}/cpu/instanceFamilies", ["g5"]),
         [
-            'nodePools.cpu.instanceFamilies must name only CPU families since gpu is none (got ["g5"]);'
+            'gpu-inference:nodePools.cpu.instanceFamilies must name only CPU families since gpu is none (got ["g5"]);'
             " allowed: c5, c6a, c6i, c7a, c7g, c7i, c8g, m5, m6a, m6i, m7a, m7g, m7i, m8g, r6i, r7a, r7g, r7i"
         ],
     ),
     (
         "empty families",
         _set(f"{NP}/gpu/instanceFamilies", []),
-        ["nodePools.gpu.instanceFamilies must not be empty (got [])"],
+        ["gpu-inference:nodePools.gpu.instanceFamilies must not be empty (got [])"],
     ),
     (
         "unknown capacity type",
         _set(f"{NP}/gpu/capacityTypes", ["reserved"]),
-        ["nodePools.gpu.capacityTypes[0] must be one of 'spot' or 'on-demand' (got \"reserved\")"],
+        ["gpu-inference:nodePools.gpu.capacityTypes[0] must be one of 'spot' or 'on-demand' (got \"reserved\")"],
     ),
     (
         "repeated capacity type",
         _set(f"{NP}/gpu/capacityTypes", ["spot", "spot"]),
-        ['nodePools.gpu.capacityTypes must not repeat ["spot"]'],
+        ['gpu-inference:nodePools.gpu.capacityTypes must not repeat ["spot"]'],
     ),
     (
         "time slicing above 48",
         _set(f"{NP}/gpu-shared/timeSlicingReplicas", 64),
-        ["nodePools.gpu-shared.timeSlicingReplicas must be <= 48 (got 64)"],
+        ["gpu-inference:nodePools.gpu-shared.timeSlicingReplicas must be <= 48 (got 64)"],
     ),
     (
         "time slicing below 2",
         _set(f"{NP}/gpu-shared/timeSlicingReplicas", 1),
-        ["nodePools.gpu-shared.timeSlicingReplicas must be >= 2 (got 1)"],
+        ["gpu-inference:nodePools.gpu-shared.timeSlicingReplicas must be >= 2 (got 1)"],
     ),
     (
         "shared pool without replicas",
         _drop(f"{NP}/gpu-shared/timeSlicingReplicas"),
-        ["nodePools.gpu-shared.timeSlicingReplicas is required for shared GPU pools (an integer 2..48)"],
+        ["gpu-inference:nodePools.gpu-shared.timeSlicingReplicas is required for shared GPU pools (an integer 2..48)"],
     ),
     (
         "time slicing on a dedicated pool",
         _set(f"{NP}/gpu/timeSlicingReplicas", 4),
-        ["nodePools.gpu.timeSlicingReplicas is only allowed on shared GPU pools (gpu: shared)"],
+        ["gpu-inference:nodePools.gpu.timeSlicingReplicas is only allowed on shared GPU pools (gpu: shared)"],
     ),
     (
         "maxGpus on a CPU pool",
         _set(f"{NP}/cpu/maxGpus", 2),
-        ["nodePools.cpu.maxGpus is only allowed on GPU pools (gpu: dedicated or shared)"],
+        ["gpu-inference:nodePools.cpu.maxGpus is only allowed on GPU pools (gpu: dedicated or shared)"],
     ),
     (
         "unknown gpu mode",
         _set(f"{NP}/gpu/gpu", "mig"),
-        ["nodePools.gpu.gpu must be one of 'none', 'dedicated' or 'shared' (got \"mig\")"],
+        ["gpu-inference:nodePools.gpu.gpu must be one of 'none', 'dedicated' or 'shared' (got \"mig\")"],
     ),
     (
         "bad consolidation policy",
         _set(f"{NP}/gpu/consolidation", "Always"),
-        ["nodePools.gpu.consolidation must be one of 'WhenEmpty' or 'WhenEmptyOrUnderutilized' (got \"Always\")"],
+        ["gpu-inference:nodePools.gpu.consolidation must be one of 'WhenEmpty' or 'WhenEmptyOrUnderutilized' (got \"Always\")"],
     ),
     (
         "bad duration",
         _set(f"{NP}/gpu/consolidateAfter", "5 minutes"),
-        ['nodePools.gpu.consolidateAfter must match ^(([0-9]+(s|m|h))+|Never)$ (got "5 minutes")'],
+        ['gpu-inference:nodePools.gpu.consolidateAfter must match ^(([0-9]+(s|m|h))+|Never)$ (got "5 minutes")'],
     ),
     (
         "budget schedule without duration",
         _set(f"{NP}/gpu/disruptionBudgets", [{"nodes": "1", "schedule": "@daily"}]),
         [
-            "nodePools.gpu.disruptionBudgets[0].duration is required when schedule is set"
+            "gpu-inference:nodePools.gpu.disruptionBudgets[0].duration is required when schedule is set"
             " (Karpenter needs both or neither)"
         ],
     ),
@@ -173,7 +173,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         "unpinned AMI",
         _set(f"{NP}/gpu/amiAlias", "al2023@latest"),
         [
-            "nodePools.gpu.amiAlias must match ^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\\.[0-9]+\\.[0-9]+)$"
+            "gpu-inference:nodePools.gpu.amiAlias must match ^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\\.[0-9]+\\.[0-9]+)$"
             ' (got "al2023@latest")'
         ],
     ),
@@ -181,7 +181,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         "invalid pool name",
         _set(f"{NP}/GPU_big", {"gpu": "none", "instanceFamilies": ["c7i"], "capacityTypes": ["spot"], "maxCpu": 8}),
         [
-            "nodePools.GPU_big is not a valid pool name: use a lowercase DNS label"
+            "gpu-inference:nodePools.GPU_big is not a valid pool name: use a lowercase DNS label"
             " (a-z, 0-9, '-', at most 40 characters)"
         ],
     ),
@@ -198,40 +198,40 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "public VPC range",
         _set(f"{NET}/cidr", "8.8.0.0/16"),
-        ['network.cidr must be a private (RFC 1918) range (got "8.8.0.0/16")'],
+        ['gpu-inference:network.cidr must be a private (RFC 1918) range (got "8.8.0.0/16")'],
     ),
     (
         "zones that disagree with azCount",
         _set(f"{NET}/availabilityZones", ["us-west-2a"]),
-        ['network.availabilityZones must list exactly azCount (2) zones (got ["us-west-2a"])'],
+        ['gpu-inference:network.availabilityZones must list exactly azCount (2) zones (got ["us-west-2a"])'],
     ),
     (
         "zone outside the region",
         _set(f"{NET}/availabilityZones", ["us-west-2a", "us-east-1b"]),
-        ['network.availabilityZones[1] must be a zone of aws:region us-west-2, such as us-west-2a (got "us-east-1b")'],
+        ['gpu-inference:network.availabilityZones[1] must be a zone of aws:region us-west-2, such as us-west-2a (got "us-east-1b")'],
     ),
     (
         "unsupported Kubernetes version",
         _set(f"{CL}/version", "1.20"),
-        ["cluster.version must be one of '1.32', '1.33' or '1.34' (got \"1.20\")"],
+        ["gpu-inference:cluster.version must be one of '1.32', '1.33' or '1.34' (got \"1.20\")"],
     ),
     (
         "unknown nested key",
         _set(f"{CL}/systemNodes/spot", True),
         [
-            "cluster.systemNodes.spot is not a known key (allowed: instanceTypes, minSize, desiredSize, maxSize, diskGib)"
+            "gpu-inference:cluster.systemNodes.spot is not a known key (allowed: instanceTypes, minSize, desiredSize, maxSize, diskGib)"
         ],
     ),
     (
         "CIDRs with a private endpoint",
         _set(f"{CL}/publicAccessCidrs", ["203.0.113.0/24"]),
-        ['cluster.publicAccessCidrs is only allowed with endpointPublicAccess: true (got ["203.0.113.0/24"])'],
+        ['gpu-inference:cluster.publicAccessCidrs is only allowed with endpointPublicAccess: true (got ["203.0.113.0/24"])'],
     ),
     (
         "reserved tag",
         lambda cfg: cfg["gpu-inference:tags"].__setitem__("kubernetes.io/cluster/x", "owned"),
         [
-            "tags.kubernetes.io/cluster/x is reserved for AWS, EKS or Karpenter (keys starting aws:,"
+            "gpu-inference:tags.kubernetes.io/cluster/x is reserved for AWS, EKS or Karpenter (keys starting aws:,"
             " eks:eks-cluster-name, kubernetes.io/cluster, karpenter.sh/nodepool, karpenter.sh/nodeclaim,"
             " karpenter.k8s.aws/ec2nodeclass)"
         ],
@@ -262,19 +262,57 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         settings_of(cfg)
     assert sorted(caught.value.lines) == [
-        "nodePools.cpu.capacityTypes must not be empty (got [])",
-        "nodePools.gpu.maxGpus must be >= 1 (got 0)",
+        "gpu-inference:nodePools.cpu.capacityTypes must not be empty (got [])",
+        "gpu-inference:nodePools.gpu.maxGpus must be >= 1 (got 0)",
     ]
 
 
-def test_only_gpu_pools_is_rejected() -> None:
+def test_only_gpu_pools_are_allowed_without_a_load_generator() -> None:
     cfg = stack_config("dev")
     del cfg[NP]["cpu"]
     with pytest.raises(ConfigError) as caught:
         settings_of(cfg)
     assert caught.value.lines == [
-        'nodePools needs at least one CPU pool (gpu: none) for ordinary pods; got only GPU pools ["gpu", "gpu-shared"]'
+        'gpu-inference:loadGenerator needs a CPU pool (gpu: none) in nodePools to run on; got only GPU pools ["gpu", "gpu-shared"]'
     ]
+    del cfg["gpu-inference:loadGenerator"]
+    assert settings_of(cfg).cpu_pool is None
+
+
+def test_cpu_pool_needs_max_cpu() -> None:
+    cfg = stack_config("dev")
+    del cfg[NP]["cpu"]["maxCpu"]
+    with pytest.raises(ConfigError) as caught:
+        settings_of(cfg)
+    assert caught.value.lines == [
+        "gpu-inference:nodePools.cpu.maxCpu is required for CPU pools (gpu: none): the pool's vCPU limit, >= 1"
+    ]
+
+
+def test_gpu_pool_cpu_limit_defaults_to_what_its_gpus_bring() -> None:
+    cfg = stack_config("dev")
+    del cfg[NP]["gpu"]["maxCpu"]
+    cfg[NP]["gpu"]["instanceFamilies"] = ["p5", "p4d"]
+    cfg[NP]["gpu"]["maxGpus"] = 16
+    # p5.4xlarge carries 16 vCPUs for 1 H100, p5.48xlarge 192 for 8: 24 per GPU at most.
+    assert settings_of(cfg).node_pools["gpu"].max_cpu == 16 * 24
+    cfg[NP]["gpu"]["instanceFamilies"] = ["g6", "p5"]  # g6.16xlarge: 64 vCPUs, 1 L4
+    assert settings_of(cfg).node_pools["gpu"].max_cpu == 16 * 64
+    cfg[NP]["gpu"]["maxCpu"] = 100
+    assert settings_of(cfg).node_pools["gpu"].max_cpu == 100
+
+
+def test_cluster_section_may_be_left_out() -> None:
+    cfg = stack_config("dev")
+    del cfg["gpu-inference:cluster"]
+    cluster = settings_of(cfg).cluster
+    assert (cluster.name, cluster.version, cluster.system_nodes.instance_types) == (
+        "gpu-inference-dev",
+        "1.34",
+        ("m7i.large",),
+    )
+    cfg["gpu-inference:cluster"] = {"version": "1.33"}
+    assert settings_of(cfg).cluster.name == "gpu-inference-dev"
 
 
 def test_provider_namespaces_are_left_to_providers() -> None:

@@ -27,6 +27,8 @@ def test_every_catalog_family_has_prices_and_matching_gpu_counts():
         if family.is_gpu:
             counts = tuple(sorted({t.gpus for t in types}))
             assert counts == family.gpu_counts, f"{name}: prices list GPU counts {counts}, catalog {family.gpu_counts}"
+            per_gpu = max(t.vcpus // t.gpus for t in types)
+            assert per_gpu == family.max_vcpus_per_gpu, f"{name}: prices give {per_gpu} vCPUs per GPU at most"
     for itype in book.gpu_types.values():
         assert catalog.FAMILIES[itype.name.split(".")[0]].is_gpu, itype.name
         assert itype.vcpus > 0 and itype.memory_gib > 0 and itype.usd_per_hour > 0, itype

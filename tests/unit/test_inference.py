@@ -144,17 +144,17 @@ def _error(mutate) -> list[str]:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda c: c[INF]["llm"].__setitem__("pool", "cpu"), 'inference.llm.pool must name a GPU pool of nodePools: one of gpu, gpu-shared (got "cpu")'),
-        (lambda c: c[INF]["llm"].__setitem__("pool", "nope"), 'inference.llm.pool must name a GPU pool of nodePools: one of gpu, gpu-shared (got "nope")'),
-        (lambda c: c[INF]["embed-small"].__setitem__("gpus", 2), "inference.embed-small.gpus must be 1 on shared pool gpu-shared"),
-        (lambda c: c[INF]["llm"]["scaling"].__setitem__("minReplicas", 9), "inference.llm.scaling.minReplicas must be <= maxReplicas (4) (got 9)"),
-        (lambda c: c[INF]["llm"]["scaling"].__setitem__("wakeUpQuery", "up"), 'inference.llm.scaling.wakeUpQuery is only used with minReplicas: 0 (got "up")'),
-        (lambda c: c[INF]["llm"].__setitem__("image", "repo/server:latest"), "inference.llm.image must be an image pinned by a tag other than latest"),
-        (lambda c: c[INF]["llm"].__setitem__("replicas", 2), "inference.llm.replicas is not a known key (allowed: image, pool, gpus,"),
-        (lambda c: c[INF].__setitem__("LLM", c[INF]["llm"]), "inference.LLM is not a valid name"),
-        (lambda c: c["gpu-inference:loadGenerator"].__setitem__("target", "nope"), 'loadGenerator.target must name a service of inference: one of embed-small, llm (got "nope")'),
-        (lambda c: c["gpu-inference:batchJobs"]["offline-scoring"].__setitem__("pool", "cpu"), 'batchJobs.offline-scoring.pool must name a GPU pool of nodePools'),
-        (lambda c: c["gpu-inference:monitoring"]["prometheus"].__setitem__("retention", "two weeks"), "monitoring.prometheus.retention"),
+        (lambda c: c[INF]["llm"].__setitem__("pool", "cpu"), 'gpu-inference:inference.llm.pool must name a GPU pool of nodePools: one of gpu, gpu-shared (got "cpu")'),
+        (lambda c: c[INF]["llm"].__setitem__("pool", "nope"), 'gpu-inference:inference.llm.pool must name a GPU pool of nodePools: one of gpu, gpu-shared (got "nope")'),
+        (lambda c: c[INF]["embed-small"].__setitem__("gpus", 2), "gpu-inference:inference.embed-small.gpus must be 1 on shared pool gpu-shared"),
+        (lambda c: c[INF]["llm"]["scaling"].__setitem__("minReplicas", 9), "gpu-inference:inference.llm.scaling.minReplicas must be <= maxReplicas (4) (got 9)"),
+        (lambda c: c[INF]["llm"]["scaling"].__setitem__("wakeUpQuery", "up"), 'gpu-inference:inference.llm.scaling.wakeUpQuery is only used with minReplicas: 0 (got "up")'),
+        (lambda c: c[INF]["llm"].__setitem__("image", "repo/server:latest"), "gpu-inference:inference.llm.image must be an image pinned by a tag other than latest"),
+        (lambda c: c[INF]["llm"].__setitem__("replicas", 2), "gpu-inference:inference.llm.replicas is not a known key (allowed: image, pool, gpus,"),
+        (lambda c: c[INF].__setitem__("LLM", c[INF]["llm"]), "gpu-inference:inference.LLM is not a valid name"),
+        (lambda c: c["gpu-inference:loadGenerator"].__setitem__("target", "nope"), 'gpu-inference:loadGenerator.target must name a service of inference: one of embed-small, llm (got "nope")'),
+        (lambda c: c["gpu-inference:batchJobs"]["offline-scoring"].__setitem__("pool", "cpu"), 'gpu-inference:batchJobs.offline-scoring.pool must name a GPU pool of nodePools'),
+        (lambda c: c["gpu-inference:monitoring"]["prometheus"].__setitem__("retention", "two weeks"), "gpu-inference:monitoring.prometheus.retention"),
     ],
 )  # fmt: skip
 def test_bad_workload_config_names_its_key(mutate, message):

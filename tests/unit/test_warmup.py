@@ -131,19 +131,19 @@ def _settings(config: dict) -> Settings:
 @pytest.mark.parametrize(
     ("pool", "key", "value", "message"),
     [
-        ("gpu", "warmGpus", 5, "nodePools.gpu.warmGpus must be at most the pool's GPU limit, maxGpus (4)"),
+        ("gpu", "warmGpus", 5, "gpu-inference:nodePools.gpu.warmGpus must be at most the pool's GPU limit, maxGpus (4)"),
         (
             "gpu-shared",
             "warmGpus",
             9,
-            "nodePools.gpu-shared.warmGpus must be at most the pool's GPU limit, maxGpus (2) x timeSlicingReplicas (4)"
+            "gpu-inference:nodePools.gpu-shared.warmGpus must be at most the pool's GPU limit, maxGpus (2) x timeSlicingReplicas (4)"
             " = 8 slices",
         ),
-        ("cpu", "warmGpus", 1, "nodePools.cpu.warmGpus is only allowed on GPU pools"),
-        ("gpu", "warmGpus", -1, "nodePools.gpu.warmGpus"),
-        ("cpu", "imageCache", {"images": [IMAGE]}, "nodePools.cpu.imageCache is only allowed on GPU pools"),
-        ("gpu", "imageCache", {"images": ["llm:latest"]}, "nodePools.gpu.imageCache.images[0] must be an image pinned"),
-        ("gpu", "imageCache", {"snapshotId": "vol-123"}, "nodePools.gpu.imageCache.snapshotId"),
+        ("cpu", "warmGpus", 1, "gpu-inference:nodePools.cpu.warmGpus is only allowed on GPU pools"),
+        ("gpu", "warmGpus", -1, "gpu-inference:nodePools.gpu.warmGpus"),
+        ("cpu", "imageCache", {"images": [IMAGE]}, "gpu-inference:nodePools.cpu.imageCache is only allowed on GPU pools"),
+        ("gpu", "imageCache", {"images": ["llm:latest"]}, "gpu-inference:nodePools.gpu.imageCache.images[0] must be an image pinned"),
+        ("gpu", "imageCache", {"snapshotId": "vol-123"}, "gpu-inference:nodePools.gpu.imageCache.snapshotId"),
     ],
 )
 def test_bad_warmup_settings_name_their_key(pool, key, value, message):
@@ -165,7 +165,7 @@ def test_warm_gpus_above_the_limit_exits_2_from_the_plan(tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert "nodePools.gpu.warmGpus must be at most" in proc.stderr
+    assert "gpu-inference:nodePools.gpu.warmGpus must be at most" in proc.stderr
     assert not out.exists()
 
 
