@@ -26,7 +26,9 @@ class Family:
         return bool(self.gpu_counts)
 
 
-def _gpu(name: str, model: str, memory: int, counts: tuple[int, ...], vcpus_per_gpu: int, arch: str = "amd64") -> Family:
+def _gpu(
+    name: str, model: str, memory: int, counts: tuple[int, ...], vcpus_per_gpu: int, arch: str = "amd64"
+) -> Family:
     return Family(name, arch, model, memory, counts, vcpus_per_gpu)
 
 

@@ -89,7 +89,11 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         ],
     ),
     ("maxGpus zero", _set(f"{NP}/gpu/maxGpus", 0), ["gpu-inference:nodePools.gpu.maxGpus must be >= 1 (got 0)"]),
-    ("maxGpus as text", _set(f"{NP}/gpu/maxGpus", "4"), ['gpu-inference:nodePools.gpu.maxGpus must be of type int (got "4")']),
+    (
+        "maxGpus as text",
+        _set(f"{NP}/gpu/maxGpus", "4"),
+        ['gpu-inference:nodePools.gpu.maxGpus must be of type int (got "4")'],
+    ),
     (
         "CPU family in a GPU pool",
         _set(f"{NP}/gpu/instanceFamilies", ["g5", "c7i"]),
@@ -154,7 +158,9 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "bad consolidation policy",
         _set(f"{NP}/gpu/consolidation", "Always"),
-        ["gpu-inference:nodePools.gpu.consolidation must be one of 'WhenEmpty' or 'WhenEmptyOrUnderutilized' (got \"Always\")"],
+        [
+            "gpu-inference:nodePools.gpu.consolidation must be one of 'WhenEmpty' or 'WhenEmptyOrUnderutilized' (got \"Always\")"
+        ],
     ),
     (
         "bad duration",
@@ -208,7 +214,9 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "zone outside the region",
         _set(f"{NET}/availabilityZones", ["us-west-2a", "us-east-1b"]),
-        ['gpu-inference:network.availabilityZones[1] must be a zone of aws:region us-west-2, such as us-west-2a (got "us-east-1b")'],
+        [
+            'gpu-inference:network.availabilityZones[1] must be a zone of aws:region us-west-2, such as us-west-2a (got "us-east-1b")'
+        ],
     ),
     (
         "unsupported Kubernetes version",
@@ -225,7 +233,9 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "CIDRs with a private endpoint",
         _set(f"{CL}/publicAccessCidrs", ["203.0.113.0/24"]),
-        ['gpu-inference:cluster.publicAccessCidrs is only allowed with endpointPublicAccess: true (got ["203.0.113.0/24"])'],
+        [
+            'gpu-inference:cluster.publicAccessCidrs is only allowed with endpointPublicAccess: true (got ["203.0.113.0/24"])'
+        ],
     ),
     (
         "reserved tag",

@@ -131,7 +131,12 @@ def _settings(config: dict) -> Settings:
 @pytest.mark.parametrize(
     ("pool", "key", "value", "message"),
     [
-        ("gpu", "warmGpus", 5, "gpu-inference:nodePools.gpu.warmGpus must be at most the pool's GPU limit, maxGpus (4)"),
+        (
+            "gpu",
+            "warmGpus",
+            5,
+            "gpu-inference:nodePools.gpu.warmGpus must be at most the pool's GPU limit, maxGpus (4)",
+        ),
         (
             "gpu-shared",
             "warmGpus",
@@ -141,8 +146,18 @@ def _settings(config: dict) -> Settings:
         ),
         ("cpu", "warmGpus", 1, "gpu-inference:nodePools.cpu.warmGpus is only allowed on GPU pools"),
         ("gpu", "warmGpus", -1, "gpu-inference:nodePools.gpu.warmGpus"),
-        ("cpu", "imageCache", {"images": [IMAGE]}, "gpu-inference:nodePools.cpu.imageCache is only allowed on GPU pools"),
-        ("gpu", "imageCache", {"images": ["llm:latest"]}, "gpu-inference:nodePools.gpu.imageCache.images[0] must be an image pinned"),
+        (
+            "cpu",
+            "imageCache",
+            {"images": [IMAGE]},
+            "gpu-inference:nodePools.cpu.imageCache is only allowed on GPU pools",
+        ),
+        (
+            "gpu",
+            "imageCache",
+            {"images": ["llm:latest"]},
+            "gpu-inference:nodePools.gpu.imageCache.images[0] must be an image pinned",
+        ),
         ("gpu", "imageCache", {"snapshotId": "vol-123"}, "gpu-inference:nodePools.gpu.imageCache.snapshotId"),
     ],
 )
