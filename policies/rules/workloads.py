@@ -75,6 +75,83 @@ def _gpu_daemon_coverage(resources: list[PolicyResource], config: Config) -> Ite
             )
 
 
+PRIORITY_CLASS = "kubernetes:scheduling.k8s.io/v1:PriorityClass"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+KEDA_DEFAULT_MAX_REPLICAS = 100  # KEDA's maxReplicaCount when a ScaledObject/ScaledJob leaves it out
+
+
+def _gpus_per_pod(spec: Mapping[str, Any]) -> int:
+    """GPUs one pod holds: its containers together, or its largest init container if larger."""
+
+    def gpus(c: Mapping[str, Any]) -> int:
+        resources = c.get("resources") or {}
+        value = (resources.get("limits") or {}).get(contract.GPU_RESOURCE)
+        value = value if value is not None else (resources.get("requests") or {}).get(contract.GPU_RESOURCE)
+        return int(str(value)) if str(value).isdigit() else 0
+
+    running = sum(gpus(c) for c in spec.get("containers") or [])
+    return max([running, *(gpus(c) for c in spec.get("initContainers") or [])])
+
+
+def _most_replicas(r: PolicyResource, scaled: Mapping[tuple[str, str], int]) -> int:
+    """The most pods a workload can run: its autoscaler's maximum, else its fixed replicas."""
+    meta = r.props.get("metadata") or {}
+    if r.resource_type == SCALED_JOB:
+        return int(dig(r.props, "spec", "maxReplicaCount") or KEDA_DEFAULT_MAX_REPLICAS)
+    key = (meta.get("namespace") or "default", meta.get("name") or r.name)
+    if r.resource_type == DEPLOYMENT and key in scaled:
+        return scaled[key]
+    replicas = dig(r.props, "spec", "replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def _gpu_demand_within_pool_limit(resources: list[PolicyResource], _: Config) -> Iterable[tuple[str, str | None]]:
+    """Each GPU workload alone, at its most replicas, fits its pool's nvidia.com/gpu limit.
+
+    Placeholders of negative priority (warm headroom) are left out: real pods
+    preempt them. Several workloads sharing a pool may overcommit it on purpose;
+    one workload that can never reach its own maximum is a config mistake.
+    """
+    pools = {p.name: p for p in _pools(resources) if p.gpu}
+    limits = {
+        r.props["metadata"]["name"]: dig(r.props, "spec", "limits", contract.GPU_RESOURCE)
+        for r in resources
+        if r.resource_type == NODEPOOL
+    }
+    low_priority = {
+        (r.props.get("metadata") or {}).get("name")
+        for r in resources
+        if r.resource_type == PRIORITY_CLASS and int(r.props.get("value") or 0) < 0
+    }
+    scaled = {
+        (
+            (r.props.get("metadata") or {}).get("namespace") or "default",
+            dig(r.props, "spec", "scaleTargetRef", "name"),
+        ): int(dig(r.props, "spec", "maxReplicaCount") or KEDA_DEFAULT_MAX_REPLICAS)
+        for r in resources
+        if r.resource_type == SCALED_OBJECT and dig(r.props, "spec", "scaleTargetRef", "kind") in (None, "Deployment")
+    }
+    for r in resources:
+        spec = pod_spec(r.resource_type, r.props)
+        if (
+            not spec
+            or r.resource_type == "kubernetes:apps/v1:DaemonSet"
+            or spec.get("priorityClassName") in low_priority
+        ):
+            continue
+        per_pod = _gpus_per_pod(spec)
+        accepted = [name for name in scheduling.pools_accepting(spec, pools.values())]
+        if not per_pod or len(accepted) != 1 or not str(limits.get(accepted[0])).isdigit():
+            continue
+        most, limit = _most_replicas(r, scaled), int(str(limits[accepted[0]]))
+        if most * per_pod > limit:
+            yield (
+                f"{_workload(r)} can run {most} pods of {per_pod} {contract.GPU_RESOURCE} = {most * per_pod}, but"
+                f" NodePool {accepted[0]} is limited to {limit}: it can never reach its maximum",
+                r.urn,
+            )
+
+
 def _images(args: ResourceValidationArgs) -> list[str]:
     spec = pod_spec(args.resource_type, args.props)
     if spec is not None:
@@ -155,6 +232,14 @@ POLICIES = [
         "Every pod template that requests nvidia.com/gpu tolerates the GPU taints and selects a NodePool that exists.",
         "Build tolerations and nodeSelector from infra.contract.PoolContract for the pool the workload runs on.",
         _gpu_placement,
+    ),
+    stack_policy(
+        "gpu-demand-within-pool-limit",
+        "A GPU workload at its maximum replicas fits the nvidia.com/gpu limit of the NodePool it runs on.",
+        "Lower the workload's maxReplicas (or gpus), or raise the pool's maxGpus (timeSlicingReplicas on a shared"
+        " pool).",
+        _gpu_demand_within_pool_limit,
+        enforcement=ADVISORY,
     ),
     stack_policy(
         "gpu-daemon-coverage",

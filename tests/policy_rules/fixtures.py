@@ -11,6 +11,7 @@ NODEOVERLAY = "kubernetes:karpenter.sh/v1alpha1:NodeOverlay"
 CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+PRIORITY_CLASS = "kubernetes:scheduling.k8s.io/v1:PriorityClass"
 
 
 def gpu_nodepool(name: str = "gpu", families: list[str] | None = None, config: str = "exclusive") -> dict[str, Any]:

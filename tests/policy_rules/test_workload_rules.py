@@ -118,3 +118,55 @@ def test_keda_max_replicas(kind: str) -> None:
     ]
     [message] = resource_violations("keda-max-replicas", kind, mutated(props, "spec.maxReplicaCount", None))
     assert "sets no maxReplicaCount" in message
+
+
+def _scaled_object(target: str, max_replicas: int | None) -> dict:
+    spec: dict = {"scaleTargetRef": {"name": target}, "triggers": []}
+    if max_replicas is not None:
+        spec["maxReplicaCount"] = max_replicas
+    return {"metadata": {"name": target, "namespace": "inference"}, "spec": spec}
+
+
+def test_gpu_workload_whose_maximum_fits_its_pool_passes() -> None:
+    stack = [
+        *pools(),
+        resource(fx.DEPLOYMENT, fx.gpu_deployment("gpu"), "model"),
+        resource(SCALED_OBJECT, _scaled_object("model", 4), "model"),  # 4 x 1 GPU, limit 4
+    ]
+    assert stack_violations("gpu-demand-within-pool-limit", stack) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "deployment", "max_replicas", "expected"),
+    [
+        ("autoscaled past the limit", fx.gpu_deployment("gpu"), 5, "can run 5 pods of 1 nvidia.com/gpu = 5"),
+        ("KEDA's default maximum of 100", fx.gpu_deployment("gpu"), None, "can run 100 pods of 1 nvidia.com/gpu"),
+        (
+            "big pods",
+            mutated(
+                fx.gpu_deployment("gpu"), "spec.template.spec.containers[0].resources.limits", {"nvidia.com/gpu": 4}
+            ),
+            2,
+            "can run 2 pods of 4 nvidia.com/gpu = 8",
+        ),
+    ],
+)
+def test_gpu_workload_that_can_never_reach_its_maximum(case, deployment, max_replicas, expected) -> None:
+    stack = [
+        *pools(),
+        resource(fx.DEPLOYMENT, deployment, "model"),
+        resource(SCALED_OBJECT, _scaled_object("model", max_replicas), "model"),
+    ]
+    [(message, urn)] = stack_violations("gpu-demand-within-pool-limit", stack)
+    assert message.startswith(f"Deployment model {expected}"), case
+    assert message.endswith("but NodePool gpu is limited to 4: it can never reach its maximum"), case
+    assert urn is not None and urn.endswith("::model")
+
+
+def test_fixed_replicas_count_and_low_priority_placeholders_do_not() -> None:
+    fixed = mutated(fx.gpu_deployment("gpu"), "spec.replicas", 6)
+    assert len(stack_violations("gpu-demand-within-pool-limit", [*pools(), resource(fx.DEPLOYMENT, fixed, "m")])) == 1
+    headroom = mutated(fixed, "spec.template.spec.priorityClassName", "headroom")
+    low = {"metadata": {"name": "headroom"}, "value": -10}
+    stack = [*pools(), resource(fx.DEPLOYMENT, headroom, "m"), resource(fx.PRIORITY_CLASS, low, "headroom")]
+    assert stack_violations("gpu-demand-within-pool-limit", stack) == []
