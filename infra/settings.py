@@ -184,6 +184,14 @@ class PoolSettings(_Model):
             raise _field_error("maxGpus", "is required for GPU pools (an integer >= 1)", None)
         if not is_gpu and self.max_cpu_setting is None:
             raise _field_error("maxCpu", "is required for CPU pools (gpu: none): the pool's vCPU limit, >= 1", None)
+        if is_gpu and self.max_gpus is not None and self.max_gpus < min(self.gpu_counts):
+            raise _field_error(
+                "maxGpus",
+                f"must be at least {min(self.gpu_counts)}, the fewest GPUs one instance of"
+                f" {', '.join(self.instance_families)} carries: Karpenter never launches a node that would pass the"
+                " pool's limit (got {got})",
+                self.max_gpus,
+            )
         if not is_gpu and self.max_gpus is not None:
             raise _field_error("maxGpus", "is only allowed on GPU pools (gpu: dedicated or shared)", self.max_gpus)
         if self.warm_gpus and not is_gpu:

@@ -31,7 +31,7 @@ def random_pool(rng: random.Random, gpu: str) -> dict[str, Any]:
         "consolidateAfter": rng.choice(["30s", "5m", "1h30m"]),
     }
     if gpu != "none":
-        pool["maxGpus"] = rng.randint(1, 64)
+        pool["maxGpus"] = rng.randint(min(catalog.gpu_counts(pool["instanceFamilies"])), 64)
         if rng.random() < 0.3:
             del pool["maxCpu"]  # derived from maxGpus
         pool["rootVolumeGib"] = rng.choice([100, 300, 1000])

@@ -88,6 +88,14 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
             " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache)"
         ],
     ),
+    (
+        "maxGpus below the smallest instance",
+        lambda cfg: cfg[NP]["gpu"].update(instanceFamilies=["p4d", "p5e"], maxGpus=4),
+        [
+            "gpu-inference:nodePools.gpu.maxGpus must be at least 8, the fewest GPUs one instance of p4d, p5e"
+            " carries: Karpenter never launches a node that would pass the pool's limit (got 4)"
+        ],
+    ),
     ("maxGpus zero", _set(f"{NP}/gpu/maxGpus", 0), ["gpu-inference:nodePools.gpu.maxGpus must be >= 1 (got 0)"]),
     (
         "maxGpus as text",

@@ -225,7 +225,9 @@ def test_a_family_offered_in_no_zone_is_a_warning_when_others_cover(moto, tmp_pa
 
 
 def test_families_offered_in_no_zone_block(moto, tmp_path, capsys):
-    code, _out, err = preflight(tmp_path, capsys, dev(["us-west-2a", "us-west-2b"], ["p5e"]), G_AND_P)
+    config = dev(["us-west-2a", "us-west-2b"], ["p5e"])
+    config[POOLS]["gpu"]["maxGpus"] = 8  # p5e only comes with 8 GPUs
+    code, _out, err = preflight(tmp_path, capsys, config, G_AND_P)
     assert code == 1
     assert (
         "blocker: pool gpu: no instance type of p5e is offered in us-west-2a, us-west-2b"
