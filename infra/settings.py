@@ -498,6 +498,10 @@ class BatchJobSettings(_Model):
     do_not_disrupt: Annotated[bool, Field(alias="doNotDisrupt")] = True
 
 
+# The load generator's Deployment, next to the InferenceServices in their namespace.
+LOAD_GENERATOR_NAME = "loadgen"
+
+
 class LoadGeneratorSettings(_Model):
     """An in-cluster load generator aimed at one InferenceService, scaled to 0 until someone runs it."""
 
@@ -586,6 +590,12 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _load_target(self) -> Settings:
+        if self.load_generator is not None and LOAD_GENERATOR_NAME in self.inference:
+            raise _field_error(
+                f"inference.{LOAD_GENERATOR_NAME}",
+                "is the load generator's Deployment name in the same namespace: rename the service (got {got})",
+                LOAD_GENERATOR_NAME,
+            )
         if self.load_generator is not None and self.load_generator.target not in self.inference:
             raise _field_error(
                 "loadGenerator.target",

@@ -22,7 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import contract, pods
+from infra import contract, naming, pods
 from infra.identity import pod_identity_role
 from infra.settings import BatchJobSettings, PoolSettings
 
@@ -171,14 +171,14 @@ class BatchJob(pulumi.ComponentResource):
         base = f"{args.cluster_name}-{name}"
         self.dead_letters = aws.sqs.Queue(
             f"{name}-dlq",
-            name=f"{base}-dlq",
+            name=naming.bounded(base, "-dlq", naming.SQS_QUEUE),
             sqs_managed_sse_enabled=True,
             message_retention_seconds=DLQ_RETENTION_SECONDS,
             opts=child,
         )
         self.queue = aws.sqs.Queue(
             f"{name}-queue",
-            name=base,
+            name=naming.bounded(base, "", naming.SQS_QUEUE),
             sqs_managed_sse_enabled=True,
             visibility_timeout_seconds=spec.visibility_timeout_seconds,
             receive_wait_time_seconds=20,
@@ -190,7 +190,7 @@ class BatchJob(pulumi.ComponentResource):
         self.bucket = self._results_bucket(name, base, child)
         role, association = pod_identity_role(
             f"{name}-worker",
-            role_name=f"{base}-worker",
+            role_name=naming.bounded(base, "-worker", naming.IAM_ROLE),
             cluster_name=args.cluster_name,
             namespace=ns,
             service_account=name,
@@ -235,7 +235,7 @@ class BatchJob(pulumi.ComponentResource):
         )
 
     def _results_bucket(self, name: str, base: str, opts: pulumi.ResourceOptions) -> aws.s3.Bucket:
-        bucket = aws.s3.Bucket(f"{name}-results", bucket_prefix=f"{base}-results-", opts=opts)
+        bucket = aws.s3.Bucket(f"{name}-results", bucket_prefix=naming.bounded(base, "-results-", naming.S3_BUCKET_PREFIX), opts=opts)
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-results-sse",
             bucket=bucket.id,

@@ -14,10 +14,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import contract, pods
-from infra.settings import LoadGeneratorSettings
+from infra.settings import LOAD_GENERATOR_NAME, LoadGeneratorSettings
 from workloads.inference import NAMESPACE, SERVICE_PORT
 
-NAME = "loadgen"
+NAME = LOAD_GENERATOR_NAME
 
 
 @dataclass(frozen=True)

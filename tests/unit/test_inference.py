@@ -152,6 +152,7 @@ def _error(mutate) -> list[str]:
         (lambda c: c[INF]["llm"].__setitem__("image", "repo/server:latest"), "gpu-inference:inference.llm.image must be an image pinned by a tag other than latest"),
         (lambda c: c[INF]["llm"].__setitem__("replicas", 2), "gpu-inference:inference.llm.replicas is not a known key (allowed: image, pool, gpus,"),
         (lambda c: c[INF].__setitem__("LLM", c[INF]["llm"]), "gpu-inference:inference.LLM is not a valid name"),
+        (lambda c: c[INF].__setitem__("loadgen", c[INF]["llm"]), "gpu-inference:inference.loadgen is the load generator's Deployment name in the same namespace"),
         (lambda c: c["gpu-inference:loadGenerator"].__setitem__("target", "nope"), 'gpu-inference:loadGenerator.target must name a service of inference: one of embed-small, llm (got "nope")'),
         (lambda c: c["gpu-inference:batchJobs"]["offline-scoring"].__setitem__("pool", "cpu"), 'gpu-inference:batchJobs.offline-scoring.pool must name a GPU pool of nodePools'),
         (lambda c: c["gpu-inference:monitoring"]["prometheus"].__setitem__("retention", "two weeks"), "gpu-inference:monitoring.prometheus.retention"),
