@@ -235,7 +235,9 @@ class BatchJob(pulumi.ComponentResource):
         )
 
     def _results_bucket(self, name: str, base: str, opts: pulumi.ResourceOptions) -> aws.s3.Bucket:
-        bucket = aws.s3.Bucket(f"{name}-results", bucket_prefix=naming.bounded(base, "-results-", naming.S3_BUCKET_PREFIX), opts=opts)
+        bucket = aws.s3.Bucket(
+            f"{name}-results", bucket_prefix=naming.bounded(base, "-results-", naming.S3_BUCKET_PREFIX), opts=opts
+        )
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-results-sse",
             bucket=bucket.id,
