@@ -76,20 +76,32 @@ IMAGES: dict[str, str] = {
 
 # Kubernetes minor versions this program supports. Each needs core schemas for
 # tests (kubernetes-validate ships them) and an EKS AMI release below.
-KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34")
-DEFAULT_KUBERNETES_VERSION = "1.34"
+# Karpenter 1.14 supports up to 1.36 (karpenter.sh/v1.14/upgrading/compatibility);
+# 1.37 needs Karpenter 1.15. The default is the newest minor with the longest
+# standard support left that the whole stack has run on for months: 1.34 leaves
+# standard support on 2026-12-02.
+KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34", "1.35", "1.36")
+DEFAULT_KUBERNETES_VERSION = "1.35"
 
 # EKS-optimized AL2023 release used by Karpenter node classes (`al2023@<release>`).
 # Karpenter picks the NVIDIA variant of the same release for GPU instance types.
 # A pinned release means nodes change only when this line changes (drift), never
 # because AWS published a new AMI overnight.
-EKS_AMI_RELEASE = "v20260512"
+# v20260714 ships AL2023 NVIDIA AMIs for 1.30-1.36 with driver 580.159.03
+# (awslabs/amazon-eks-ami CHANGELOG), which CUDA 13 images need (>= 580).
+EKS_AMI_RELEASE = "v20260714"
 
 # EKS managed add-ons the cluster component installs, per Kubernetes minor version
 # (EKS publishes add-on builds per cluster version). Check a bump with
 # `aws eks describe-addon-versions --addon-name NAME --kubernetes-version X.Y`.
 EKS_ADDONS: dict[str, dict[str, str]] = {
-    "eks-pod-identity-agent": {v: "v1.3.10-eksbuild.1" for v in KUBERNETES_VERSIONS},
+    "eks-pod-identity-agent": {
+        "1.32": "v1.3.10-eksbuild.1",
+        "1.33": "v1.3.10-eksbuild.1",
+        "1.34": "v1.3.10-eksbuild.1",
+        "1.35": "v1.3.10-eksbuild.3",
+        "1.36": "v1.3.10-eksbuild.3",
+    },
     # One build serves every cluster version we support (mitodl/ol-infrastructure#5959,
     # 2026-09: v1.66.0-eksbuild.1 is the default for 1.36; EBS CSI builds span versions).
     "aws-ebs-csi-driver": {v: "v1.66.0-eksbuild.1" for v in KUBERNETES_VERSIONS},
@@ -97,6 +109,9 @@ EKS_ADDONS: dict[str, dict[str, str]] = {
         "1.32": "v1.11.4-eksbuild.14",
         "1.33": "v1.12.1-eksbuild.2",
         "1.34": "v1.12.3-eksbuild.1",
+        # EKS user guide, "Manage CoreDNS", per-version table (2026).
+        "1.35": "v1.14.3-eksbuild.3",
+        "1.36": "v1.14.3-eksbuild.3",
     },
 }
 
@@ -108,6 +123,8 @@ EKS_STANDARD_SUPPORT_END: dict[str, str] = {
     "1.32": "2026-03-23",
     "1.33": "2026-07-29",
     "1.34": "2026-12-02",
+    "1.35": "2027-03-27",
+    "1.36": "2027-08-02",
 }
 
 

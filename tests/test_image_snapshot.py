@@ -205,22 +205,25 @@ def test_dry_run_json_is_the_plan(capsys) -> None:
 # ---------------------------------------------------------------- the plan
 
 
+K8S = versions.DEFAULT_KUBERNETES_VERSION  # the script's default
+
+
 @pytest.mark.parametrize(
     ("extra", "path"),
     [
         (
             [],
-            f"/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/standard/"
-            f"amazon-eks-node-al2023-x86_64-standard-1.34-{versions.EKS_AMI_RELEASE}/image_id",
+            f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/"
+            f"amazon-eks-node-al2023-x86_64-standard-{K8S}-{versions.EKS_AMI_RELEASE}/image_id",
         ),
         (
             ["--arch", "arm64", "--kubernetes-version", "1.33", "--ami-release", "latest"],
             "/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/arm64/standard/recommended/image_id",
         ),
-        (["--ami-family", "bottlerocket"], "/aws/service/bottlerocket/aws-k8s-1.34/x86_64/latest/image_id"),
+        (["--ami-family", "bottlerocket"], f"/aws/service/bottlerocket/aws-k8s-{K8S}/x86_64/latest/image_id"),
         (
             ["--ami-family", "bottlerocket", "--arch", "arm64", "--ami-release", "v1.42.0"],
-            "/aws/service/bottlerocket/aws-k8s-1.34/arm64/1.42.0/image_id",
+            f"/aws/service/bottlerocket/aws-k8s-{K8S}/arm64/1.42.0/image_id",
         ),
     ],
 )

@@ -229,7 +229,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     (
         "unsupported Kubernetes version",
         _set(f"{CL}/version", "1.20"),
-        ["gpu-inference:cluster.version must be one of '1.32', '1.33' or '1.34' (got \"1.20\")"],
+        ["gpu-inference:cluster.version must be one of '1.32', '1.33', '1.34', '1.35' or '1.36' (got \"1.20\")"],
     ),
     (
         "unknown nested key",
@@ -326,7 +326,7 @@ def test_cluster_section_may_be_left_out() -> None:
     cluster = settings_of(cfg).cluster
     assert (cluster.name, cluster.version, cluster.system_nodes.instance_types) == (
         "gpu-inference-dev",
-        "1.34",
+        "1.35",
         ("m7i.large",),
     )
     cfg["gpu-inference:cluster"] = {"version": "1.33"}
@@ -352,7 +352,7 @@ def test_defaults_fill_what_a_stack_leaves_out() -> None:
     s = settings_of(cfg)
     pool = s.node_pools["cpu"]
     assert (s.network.cidr, s.network.az_count, s.network.nat_gateways) == ("10.0.0.0/16", 2, "single")
-    assert s.cluster.version == "1.34" and s.cluster.api_cidrs == ("0.0.0.0/0",)
+    assert s.cluster.version == "1.35" and s.cluster.api_cidrs == ("0.0.0.0/0",)
     assert (pool.consolidation, pool.consolidate_after, pool.root_volume) == ("WhenEmptyOrUnderutilized", "1m", 50)
     assert pool.ami_alias.startswith("al2023@v")
 

@@ -46,9 +46,10 @@ OD_G, SPOT_G, OD_P, SPOT_P, SPOT_P5 = checks.OD_G, checks.SPOT_G, checks.OD_P, c
 PLENTY = 10_000.0
 QUOTAS_P5_NAME = checks.QUOTAS[checks.SPOT_P5]
 AMI = "ami-0123456789abcdef0"
+DEV_K8S = "1.35"  # Pulumi.dev.yaml's cluster.version
 GPU_AMI = (
-    "/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/nvidia/"
-    f"amazon-eks-node-al2023-x86_64-nvidia-1.34-{versions.EKS_AMI_RELEASE}/image_id"
+    f"/aws/service/eks/optimized-ami/{DEV_K8S}/amazon-linux-2023/x86_64/nvidia/"
+    f"amazon-eks-node-al2023-x86_64-nvidia-{DEV_K8S}-{versions.EKS_AMI_RELEASE}/image_id"
 )
 
 
@@ -399,11 +400,11 @@ def test_ami_parameters_follow_the_alias_version_and_architecture():
     config = dev()
     config[POOLS]["gpu"].update(instanceFamilies=["g5g"])  # arm64
     assert checks.ami_parameters(settings_of(config)) == {
-        "/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/arm64/nvidia/"
-        f"amazon-eks-node-al2023-arm64-nvidia-1.34-{versions.EKS_AMI_RELEASE}/image_id": ("gpu",),
+        f"/aws/service/eks/optimized-ami/{DEV_K8S}/amazon-linux-2023/arm64/nvidia/"
+        f"amazon-eks-node-al2023-arm64-nvidia-{DEV_K8S}-{versions.EKS_AMI_RELEASE}/image_id": ("gpu",),
         GPU_AMI: ("gpu-shared",),
-        "/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/standard/"
-        f"amazon-eks-node-al2023-x86_64-standard-1.34-{versions.EKS_AMI_RELEASE}/image_id": ("cpu",),
+        f"/aws/service/eks/optimized-ami/{DEV_K8S}/amazon-linux-2023/x86_64/standard/"
+        f"amazon-eks-node-al2023-x86_64-standard-{DEV_K8S}-{versions.EKS_AMI_RELEASE}/image_id": ("cpu",),
     }
 
 
