@@ -12,6 +12,7 @@ from infra import settings as stack_settings
 from infra.cluster import Cluster, ClusterArgs
 from infra.karpenter import Karpenter, KarpenterArgs
 from infra.keda import Keda, KedaArgs
+from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.nodepools import NodePools, NodePoolsArgs
@@ -98,6 +99,15 @@ keda = Keda(
     KedaArgs(cluster_name=cfg.cluster.name, depends_on=[cluster.pod_identity_agent, monitoring.release]),
     opts=all_opts,
 )
+http_add_on = (
+    KedaHttpAddOn(
+        "keda-http",
+        KedaHttpAddOnArgs(depends_on=[keda.release]),
+        opts=all_opts,
+    )
+    if cfg.needs_http_add_on
+    else None
+)
 pool_images: dict[str, tuple[str, ...]] = {}
 for svc in cfg.inference.values():
     pool_images[svc.pool] = (*pool_images.get(svc.pool, ()), svc.image)
@@ -110,7 +120,10 @@ warmup = GpuWarmup(
 used = ([inference.NAMESPACE] if cfg.inference else []) + ([batch_job.NAMESPACE] if cfg.batch_jobs else [])
 namespaces = WorkloadNamespaces("workloads", WorkloadNamespacesArgs(names=tuple(used)), opts=all_opts)
 workload_opts = pulumi.ResourceOptions.merge(
-    all_opts, pulumi.ResourceOptions(depends_on=[namespaces, keda, monitoring, node_pools, device_plugin])
+    all_opts,
+    pulumi.ResourceOptions(
+        depends_on=[namespaces, keda, monitoring, node_pools, device_plugin, *([http_add_on] if http_add_on else [])]
+    ),
 )
 services = {
     name: InferenceService(
@@ -135,7 +148,16 @@ jobs = {
     for name, job in sorted(cfg.batch_jobs.items())
 }
 if cfg.load_generator is not None:
-    LoadGenerator("loadgen", LoadGeneratorArgs(settings=cfg.load_generator, cpu_pool=cfg.cpu_pool), opts=workload_opts)
+    target = cfg.inference[cfg.load_generator.target]
+    LoadGenerator(
+        "loadgen",
+        LoadGeneratorArgs(
+            settings=cfg.load_generator,
+            cpu_pool=cfg.cpu_pool,
+            target_wakes_through_interceptor=target.scaling.wakes_through_interceptor,
+        ),
+        opts=workload_opts,
+    )
 
 pulumi.export("region", cfg.region)
 pulumi.export("availabilityZones", zones)

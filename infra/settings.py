@@ -444,8 +444,12 @@ class ScalingSettings(_Model):
     cooldown_seconds: Annotated[int, Field(alias="cooldownSeconds", ge=0, le=86_400)] = 300
     scrape_interval_seconds: Annotated[int, Field(alias="scrapeIntervalSeconds", ge=1, le=300)] = 5
     # PromQL that is > 0 when traffic waits for a service at zero replicas (its own
-    # pods cannot report in-flight requests when none run). Only with minReplicas 0.
+    # pods cannot report in-flight requests when none run). Only with minReplicas 0;
+    # without it such a service wakes through the KEDA HTTP add-on's interceptor.
     wake_up_query: Annotated[str | None, Field(alias="wakeUpQuery", min_length=1)] = None
+    # How long the interceptor holds a request while a service scales up from zero:
+    # a GPU node launch, image pull and model load (see the README's cold-start budget).
+    cold_start_timeout_seconds: Annotated[int, Field(alias="coldStartTimeoutSeconds", ge=30, le=3600)] = 600
     scale_up: Annotated[ScaleUpSettings, Field(alias="scaleUp")] = ScaleUpSettings()
     scale_down: Annotated[ScaleDownSettings, Field(alias="scaleDown")] = ScaleDownSettings()
 
@@ -458,6 +462,11 @@ class ScalingSettings(_Model):
         if self.wake_up_query is not None and self.min_replicas != 0:
             raise _field_error("wakeUpQuery", "is only used with minReplicas: 0 (got {got})", self.wake_up_query)
         return self
+
+    @property
+    def wakes_through_interceptor(self) -> bool:
+        """At zero replicas with no wake-up query of its own: the KEDA HTTP add-on wakes it."""
+        return self.min_replicas == 0 and self.wake_up_query is None
 
 
 class InferenceSettings(_Model):
@@ -614,6 +623,10 @@ class Settings(_Model):
                 sorted(self.node_pools),
             )
         return self
+
+    @property
+    def needs_http_add_on(self) -> bool:
+        return any(svc.scaling.wakes_through_interceptor for svc in self.inference.values())
 
     @property
     def cpu_pool(self) -> str | None:

@@ -42,6 +42,12 @@ NVIDIA_DEVICE_PLUGIN = HelmChart(
 # (keda-v*, prometheus-operator-v*) are those these charts install.
 KEDA_VERSION = "2.20.2"
 KEDA = HelmChart(chart="keda", version=KEDA_VERSION, repo="https://kedacore.github.io/charts")
+# Wakes services that scale to zero (interceptor proxy + external scaler); its
+# HTTPScaledObject CRD is vendored under schemas/keda-http-add-on-v*.
+KEDA_HTTP_ADD_ON_VERSION = "0.15.0"
+KEDA_HTTP_ADD_ON = HelmChart(
+    chart="keda-add-ons-http", version=KEDA_HTTP_ADD_ON_VERSION, repo="https://kedacore.github.io/charts"
+)
 KUBE_PROMETHEUS_STACK = HelmChart(
     chart="kube-prometheus-stack",
     version="88.5.3",
@@ -59,6 +65,7 @@ HELM_CHARTS: dict[str, HelmChart] = {
     "karpenter": KARPENTER,
     "nvidia-device-plugin": NVIDIA_DEVICE_PLUGIN,
     "keda": KEDA,
+    "keda-add-ons-http": KEDA_HTTP_ADD_ON,
     "kube-prometheus-stack": KUBE_PROMETHEUS_STACK,
     "dcgm-exporter": DCGM_EXPORTER,
 }
@@ -70,6 +77,9 @@ IMAGES: dict[str, str] = {
     "nvidia-device-plugin": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0",
     "dcgm-exporter": "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless",
     "keda": f"ghcr.io/kedacore/keda:{KEDA_VERSION}",
+    "keda-http-operator": f"ghcr.io/kedacore/http-add-on-operator:{KEDA_HTTP_ADD_ON_VERSION}",
+    "keda-http-scaler": f"ghcr.io/kedacore/http-add-on-scaler:{KEDA_HTTP_ADD_ON_VERSION}",
+    "keda-http-interceptor": f"ghcr.io/kedacore/http-add-on-interceptor:{KEDA_HTTP_ADD_ON_VERSION}",
     # Placeholder pods of the warm GPU headroom and the image pre-pull DaemonSet.
     "pause": "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a",
 }

@@ -93,9 +93,18 @@ def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(writ
     config, _ = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
     if any(pool.get("warmGpus") for pool in config["gpu-inference:nodePools"].values()):
         expected.add("PriorityClass")  # warm GPU headroom
+    wakes_from_zero = any(
+        (svc.get("scaling") or {}).get("minReplicas") == 0 and "wakeUpQuery" not in svc["scaling"]
+        for svc in config.get("gpu-inference:inference", {}).values()
+    )
+    if wakes_from_zero:
+        expected.add("HTTPScaledObject")  # the KEDA HTTP add-on's route to a scale-to-zero service
     assert kinds == sorted(expected)
     releases = yaml.safe_load((out / "helm-releases.yaml").read_text())
-    assert {r["name"]: r["version"] for r in releases} == {name: c.version for name, c in versions.HELM_CHARTS.items()}
+    charts = {name: c.version for name, c in versions.HELM_CHARTS.items()}
+    if not wakes_from_zero:
+        del charts["keda-add-ons-http"]
+    assert {r["name"]: r["version"] for r in releases} == charts
     assert all(set(r) == {"name", "namespace", "chart", "repo", "version", "values"} for r in releases)
 
 

@@ -43,6 +43,7 @@ def test_only_components_and_providers_sit_at_the_top(plan: Plan) -> None:
         "gpuinf:cluster:Cluster",
         *["gpuinf:inference:InferenceService"] * len(plan.settings.inference),
         "gpuinf:karpenter:Karpenter",
+        *(["gpuinf:keda:HttpAddOn"] if plan.settings.needs_http_add_on else []),
         "gpuinf:keda:Keda",
         *(["gpuinf:loadgen:LoadGenerator"] if plan.settings.load_generator else []),
         "gpuinf:monitoring:Monitoring",

@@ -172,6 +172,7 @@ def test_schema_root_is_inside_the_repository() -> None:
     ("prefix", "version", "kinds"),
     [
         ("keda-v", versions.KEDA_VERSION, {"ScaledObject", "ScaledJob", "TriggerAuthentication"}),
+        ("keda-http-add-on-v", versions.KEDA_HTTP_ADD_ON_VERSION, {"HTTPScaledObject"}),
         (
             "prometheus-operator-v",
             versions.PROMETHEUS_OPERATOR_VERSION,
@@ -190,3 +191,10 @@ def test_a_wrong_field_in_a_scaled_object_is_an_error(dev_plan: Plan) -> None:
     assert validate(scaled, "1.34") == []
     scaled["spec"]["maxReplicas"] = 3  # KEDA spells it maxReplicaCount
     assert any("maxReplicas" in e for e in validate(scaled, "1.34"))
+
+
+def test_a_wrong_field_in_an_http_scaled_object_is_an_error(dev_plan: Plan) -> None:
+    route = copy.deepcopy(dev_plan.objects("HTTPScaledObject")["embed-small"])
+    assert validate(route, "1.35") == []
+    route["spec"]["scaleTargetRef"]["port"] = "http"  # an int32; the name goes in portName
+    assert any("scaleTargetRef.port" in e for e in validate(route, "1.35"))

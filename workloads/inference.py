@@ -11,9 +11,13 @@ start a GPU node. KEDA's Prometheus trigger uses an average-value target, so
 the HPA runs ceil(in flight / targetInFlight) replicas.
 
 At zero replicas no pod reports anything: scaling up from zero needs a signal
-from outside the service (`scaling.wakeUpQuery`, for example a gateway's
-pending-request metric); the `keda-scale-from-zero-signal` policy flags a
-service at minReplicas 0 without one.
+from outside the service. By default a service at minReplicas 0 gets one from
+the KEDA HTTP add-on (`infra/keda_http.py`): an HTTPScaledObject routes its
+requests through the add-on's interceptor, which holds them while the first
+replica starts, and the ScaledObject gains an `external-push` trigger on the
+requests waiting there. Clients of such a service call the interceptor proxy
+with `Host: <service>.<namespace>`. `scaling.wakeUpQuery` replaces that with a
+PromQL query of your own (a gateway's pending requests, a queue length).
 
 Drain: on scale-in or a Karpenter consolidation, the pod gets a preStop sleep
 (so endpoints stop sending new requests), then SIGTERM: the server turns
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, pods
+from infra import contract, keda_http, pods
 from infra.settings import InferenceSettings, PoolSettings
 from workloads.server import metric_names
 
@@ -159,6 +163,14 @@ def scaled_object(name: str, spec: InferenceSettings, prometheus_url: str, names
             },
         }
     ]
+    if scaling.wakes_through_interceptor:
+        triggers.append(
+            {
+                "type": "external-push",
+                "name": "wake-up",
+                "metadata": {"scalerAddress": keda_http.EXTERNAL_SCALER, "httpScaledObject": name},
+            }
+        )
     if scaling.wake_up_query:
         triggers.append(
             {
@@ -208,6 +220,37 @@ def scaled_object(name: str, spec: InferenceSettings, prometheus_url: str, names
                 }
             },
             "triggers": triggers,
+        },
+    }
+
+
+def wake_up_host(name: str, namespace: str = NAMESPACE) -> str:
+    """The Host header that routes a request through the interceptor to this service."""
+    return f"{name}.{namespace}"
+
+
+def http_scaled_object(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+    """The interceptor's route to a scale-to-zero service; its ScaledObject stays ours (annotation)."""
+    scaling = spec.scaling
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name),
+            "annotations": {keda_http.SKIP_SCALED_OBJECT_ANNOTATION: "true"},
+        },
+        "spec": {
+            "hosts": [wake_up_host(name, namespace), f"{name}.{namespace}.svc.cluster.local"],
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": name,
+                "service": name,
+                "port": SERVICE_PORT,
+            },
+            "replicas": {"min": 0, "max": scaling.max_replicas},
+            "scalingMetric": {"concurrency": {"targetValue": max(1, math.ceil(scaling.target_in_flight))}},
+            "timeouts": {"conditionWait": f"{scaling.cold_start_timeout_seconds}s"},
         },
     }
 
@@ -281,4 +324,16 @@ class InferenceService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
         )
         self.url = f"http://{name}.{ns}.svc.cluster.local"
+        if spec.scaling.wakes_through_interceptor:
+            route = http_scaled_object(name, spec, ns)
+            self.http_scaled_object = k8s.apiextensions.CustomResource(
+                f"{name}-httpscaledobject",
+                api_version="http.keda.sh/v1alpha1",
+                kind="HTTPScaledObject",
+                metadata=route["metadata"],
+                spec=route["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service, self.scaled_object]),
+            )
+            # Requests must come through the interceptor to wake the service from zero.
+            self.url = f"http://{keda_http.INTERCEPTOR_PROXY} (Host: {wake_up_host(name, ns)})"
         self.register_outputs({"url": self.url, "query": scale_query(name, ns)})

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, pods
+from infra import contract, keda_http, pods
 from infra.settings import LOAD_GENERATOR_NAME, LoadGeneratorSettings
-from workloads.inference import NAMESPACE, SERVICE_PORT
+from workloads.inference import NAMESPACE, SERVICE_PORT, wake_up_host
 
 NAME = LOAD_GENERATOR_NAME
 
@@ -24,12 +24,27 @@ NAME = LOAD_GENERATOR_NAME
 class LoadGeneratorArgs:
     settings: LoadGeneratorSettings
     cpu_pool: str  # a pool with gpu: none
+    target_wakes_through_interceptor: bool = False  # the target scales to zero via the KEDA HTTP add-on
     namespace: str = NAMESPACE
 
 
-def deployment(spec: LoadGeneratorSettings, cpu_pool: str, namespace: str = NAMESPACE) -> dict:
+def target_args(spec: LoadGeneratorSettings, target_wakes_through_interceptor: bool, namespace: str) -> list[str]:
+    """Where the load goes: the service itself, or, for one that scales to zero, the
+    KEDA HTTP interceptor with the service's Host header (so the load wakes it)."""
+    if target_wakes_through_interceptor:
+        url = f"http://{keda_http.INTERCEPTOR_PROXY}/v1/predict"
+        return ["--url", url, "--host-header", wake_up_host(spec.target, namespace)]
+    return ["--url", f"http://{spec.target}.{namespace}.svc.cluster.local:{SERVICE_PORT}/v1/predict"]
+
+
+def deployment(
+    spec: LoadGeneratorSettings,
+    cpu_pool: str,
+    namespace: str = NAMESPACE,
+    target_wakes_through_interceptor: bool = False,
+) -> dict:
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "gpu-inference"}
-    url = f"http://{spec.target}.{namespace}.svc.cluster.local:{SERVICE_PORT}/v1/predict"
+    target = target_args(spec, target_wakes_through_interceptor, namespace)
     return {
         "metadata": {"name": NAME, "namespace": namespace, "labels": labels},
         "spec": {
@@ -46,7 +61,7 @@ def deployment(spec: LoadGeneratorSettings, cpu_pool: str, namespace: str = NAME
                             "name": "loadgen",
                             "image": spec.image,
                             "command": ["python", "-m", "workloads.loadgen"],
-                            "args": ["--url", url, "--rps", f"{spec.rps:g}", "--duration", str(spec.duration_seconds)],
+                            "args": [*target, "--rps", f"{spec.rps:g}", "--duration", str(spec.duration_seconds)],
                             "resources": {
                                 "requests": {"cpu": "500m", "memory": "256Mi"},
                                 "limits": {"memory": "512Mi"},
@@ -63,7 +78,7 @@ def deployment(spec: LoadGeneratorSettings, cpu_pool: str, namespace: str = NAME
 class LoadGenerator(pulumi.ComponentResource):
     def __init__(self, name: str, args: LoadGeneratorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:loadgen:LoadGenerator", name, None, opts)
-        obj = deployment(args.settings, args.cpu_pool, args.namespace)
+        obj = deployment(args.settings, args.cpu_pool, args.namespace, args.target_wakes_through_interceptor)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=obj["metadata"], spec=obj["spec"], opts=pulumi.ResourceOptions(parent=self)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import runpy
@@ -55,6 +56,7 @@ def record(
     secret_keys: list[str] | None = None,
 ) -> list[Recorded]:
     """Run `fn` as a Pulumi program under recording mocks; every registered resource, in order."""
+    _ensure_event_loop()
     runtime_config.set_all_config(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in (config or {}).items()}, secret_keys or []
     )
@@ -74,6 +76,17 @@ def record(
         if was_enabled:
             gc.enable()
     return monitor.recorded
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's runner uses the thread's current event loop; `asyncio.run` elsewhere in
+    the same process (a test, an embedding tool) leaves none behind, or a closed one."""
+    try:
+        if not asyncio.get_event_loop_policy().get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def run_program(

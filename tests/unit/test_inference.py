@@ -92,18 +92,49 @@ def test_pdb_never_blocks_a_drain(llm):
     assert named(llm, "llm-pdb").inputs["spec"]["maxUnavailable"] == 1
 
 
-def test_scale_to_zero_renders_and_is_flagged_without_a_wake_up_signal():
+def test_scale_to_zero_wakes_through_the_http_add_on():
     config = stack_config("dev")
     config[INF]["llm"]["scaling"]["minReplicas"] = 0
-    scaled = plan_of(config).objects("ScaledObject")["llm"]
+    plan = plan_of(config)
+    scaled = plan.objects("ScaledObject")["llm"]
     assert scaled["spec"]["minReplicaCount"] == 0
+    wake = scaled["spec"]["triggers"][1]
+    assert wake == {
+        "type": "external-push",
+        "name": "wake-up",
+        "metadata": {"scalerAddress": "keda-add-ons-http-external-scaler.keda:9090", "httpScaledObject": "llm"},
+    }
+    route = plan.objects("HTTPScaledObject")["llm"]
+    assert route["metadata"]["annotations"] == {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
+    assert route["spec"]["hosts"][0] == "llm.inference"
+    assert route["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "llm", "service": "llm", "port": 80,
+    }  # fmt: skip
+    assert route["spec"]["timeouts"] == {"conditionWait": "600s"}
+    assert route["spec"]["scalingMetric"] == {"concurrency": {"targetValue": 8}}
+    assert "keda-add-ons-http" in plan.releases
+    assert resource_violations("keda-scale-from-zero-signal", "kubernetes:keda.sh/v1alpha1:ScaledObject", scaled) == []
+    # Without the interceptor's trigger, the policy sees a service that cannot wake.
+    scaled["spec"]["triggers"] = scaled["spec"]["triggers"][:1]
     found = resource_violations("keda-scale-from-zero-signal", "kubernetes:keda.sh/v1alpha1:ScaledObject", scaled)
     assert len(found) == 1 and "never scale up again" in found[0]
 
-    config[INF]["llm"]["scaling"]["wakeUpQuery"] = 'sum(gateway_pending_requests{service="llm"})'
-    scaled = plan_of(config).objects("ScaledObject")["llm"]
-    assert [t["name"] for t in scaled["spec"]["triggers"]] == ["in-flight", "wake-up"]
+
+def test_a_wake_up_query_replaces_the_http_add_on():
+    config = stack_config("prod")
+    config[INF]["llm"]["scaling"].update(minReplicas=0, wakeUpQuery='sum(gateway_pending_requests{service="llm"})')
+    plan = plan_of(config)
+    scaled = plan.objects("ScaledObject")["llm"]
+    assert [(t["name"], t["type"]) for t in scaled["spec"]["triggers"]] == [
+        ("in-flight", "prometheus"),
+        ("wake-up", "prometheus"),
+    ]
+    assert "llm" not in plan.objects("HTTPScaledObject") and "keda-add-ons-http" not in plan.releases
     assert resource_violations("keda-scale-from-zero-signal", "kubernetes:keda.sh/v1alpha1:ScaledObject", scaled) == []
+
+
+def test_services_that_keep_a_replica_need_no_http_add_on():
+    assert not settings_of("prod").needs_http_add_on and settings_of("dev").needs_http_add_on
 
 
 def test_shared_pool_service_asks_for_one_slice_with_shared_tolerations(dev):
@@ -131,6 +162,19 @@ def test_load_generator_targets_its_service_on_a_cpu_pool_at_zero_replicas(dev):
     args = pod["containers"][0]["args"]
     assert args[args.index("--url") + 1] == "http://llm.inference.svc.cluster.local:80/v1/predict"
     assert args[args.index("--rps") + 1] == "50"
+    assert "--host-header" not in args
+
+
+def test_load_generator_wakes_a_scale_to_zero_target_through_the_interceptor(dev):
+    args_of = LoadGeneratorArgs(settings=dev.load_generator, cpu_pool="cpu", target_wakes_through_interceptor=True)
+    resources = build(lambda: LoadGenerator("lg", args_of))
+    args = named(resources, "lg-deployment").inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:4] == [
+        "--url",
+        "http://keda-add-ons-http-interceptor-proxy.keda.svc.cluster.local:8080/v1/predict",
+        "--host-header",
+        "llm.inference",
+    ]
 
 
 def _error(mutate) -> list[str]:

@@ -105,6 +105,10 @@ def test_connection_errors_are_reported_not_raised() -> None:
         (["--url", "http://h", "--rps", "10", "--duration", "1", "--concurrency", "0"], "--concurrency must be"),
         (["--url", "http://h", "--rps", "1e6", "--duration", "10"], "at most 1000000 requests"),
         (["--url", "http://h", "--rps", "0.5", "--duration", "1"], "at least one request"),
+        (
+            ["--url", "http://h", "--rps", "1", "--duration", "1", "--host-header", "a b"],
+            "--host-header must be a host",
+        ),
     ],
 )
 def test_argument_errors_are_clear(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,3 +123,31 @@ def test_endpoint_defaults_to_the_predict_path() -> None:
     assert LoadSpec(url="http://h:1", rps=1, duration_s=1).endpoint == "http://h:1/v1/predict"
     assert LoadSpec(url="http://h:1/", rps=1, duration_s=1).endpoint == "http://h:1/v1/predict"
     assert LoadSpec(url="http://h:1/x/predict", rps=1, duration_s=1).endpoint == "http://h:1/x/predict"
+
+
+def test_host_header_reaches_the_server() -> None:
+    """Like the KEDA HTTP interceptor, a stub that routes by Host: only `llm.inference` gets a 200."""
+
+    async def scenario():
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response({}, status=200 if request.host == "llm.inference" else 404)
+
+        app = web.Application()
+        app.router.add_post("/v1/predict", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        try:
+            routed = await run_load(
+                LoadSpec(url=f"http://{host}:{port}", rps=50, duration_s=0.1, host_header="llm.inference")
+            )
+            direct = await run_load(LoadSpec(url=f"http://{host}:{port}", rps=50, duration_s=0.1))
+            return routed, direct
+        finally:
+            await runner.cleanup()
+
+    routed, direct = asyncio.run(scenario())
+    assert routed.ok == 5 and routed.statuses == {"200": 5}, routed.to_text()
+    assert direct.ok == 0 and direct.statuses == {"404": 5}, direct.to_text()

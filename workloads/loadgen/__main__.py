@@ -30,6 +30,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LoadSpec, bool]:
     parser.add_argument("--rows", type=int, default=1, help="input rows per request (default 1)")
     parser.add_argument("--input-size", type=int, default=16, help="numbers per input row (default 16)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as timed out")
+    parser.add_argument(
+        "--host-header",
+        help="Host header to send, for a proxy that routes by it (the KEDA HTTP interceptor: SERVICE.NAMESPACE)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
@@ -41,6 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LoadSpec, bool]:
             rows=args.rows,
             input_size=args.input_size,
             timeout_s=args.timeout,
+            host_header=args.host_header,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ class LoadSpec:
     input_size: int = 16
     timeout_s: float = 10.0
     seed: int = 0
+    # Sent as the Host header: a proxy such as the KEDA HTTP interceptor routes by it.
+    host_header: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -45,6 +48,8 @@ class LoadSpec:
         ):
             if value < 1:
                 problems.append(f"{name} must be an integer >= 1 (got {value})")
+        if self.host_header is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?", self.host_header):
+            problems.append(f"--host-header must be a host name such as llm.inference (got {self.host_header!r})")
         if not problems and self.total > MAX_REQUESTS:
             problems.append(f"--rps x --duration must be at most {MAX_REQUESTS} requests (got {self.total})")
         if not problems and self.total < 1:
@@ -151,10 +156,17 @@ def _payload(rng: random.Random, rows: int, input_size: int) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
-async def _one(session: aiohttp.ClientSession, url: str, body: bytes, report: LoadReport, clock: list[float]) -> None:
+async def _one(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    report: LoadReport,
+    clock: list[float],
+) -> None:
     started = time.perf_counter()
     try:
-        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        async with session.post(url, data=body, headers=headers) as resp:
             await resp.read()
             status = resp.status
     except TimeoutError:
@@ -176,6 +188,9 @@ async def run_load(spec: LoadSpec) -> LoadReport:
     # A handful of distinct bodies: building JSON per request would cost the client more than the server.
     bodies = [_payload(rng, spec.rows, spec.input_size) for _ in range(16)]
     endpoint = spec.endpoint
+    headers = {"Content-Type": "application/json"}
+    if spec.host_header:
+        headers["Host"] = spec.host_header
     connector = aiohttp.TCPConnector(limit=spec.concurrency)
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     outstanding: set[asyncio.Task[None]] = set()
@@ -189,7 +204,7 @@ async def run_load(spec: LoadSpec) -> LoadReport:
             if len(outstanding) >= spec.concurrency:
                 report.dropped += 1
                 continue
-            task = asyncio.create_task(_one(session, endpoint, bodies[i % len(bodies)], report, last_answer))
+            task = asyncio.create_task(_one(session, endpoint, bodies[i % len(bodies)], headers, report, last_answer))
             outstanding.add(task)
             task.add_done_callback(outstanding.discard)
             report.sent += 1
