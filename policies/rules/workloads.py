@@ -287,8 +287,9 @@ POLICIES = [
     resource_policy(
         "keda-scale-from-zero-signal",
         "A ScaledObject with minReplicaCount 0 has a trigger that still reports when no replica runs.",
-        "Set inference.<name>.scaling.wakeUpQuery to a metric from outside the service (a gateway's pending"
-        " requests, a queue length), or keep minReplicas >= 1.",
+        "Let the stack wake it through the KEDA HTTP add-on (its external-push trigger, the default without"
+        " scaling.wakeUpQuery), set inference.<name>.scaling.wakeUpQuery to a metric from outside the service"
+        " (a gateway's pending requests, a queue length), or keep minReplicas >= 1.",
         [SCALED_OBJECT],
         _scale_from_zero,
         enforcement=ADVISORY,
