@@ -42,7 +42,10 @@ if not zones:
     ).names
     if len(offered) < cfg.network.az_count:
         raise stack_settings.ConfigError(
-            [f"network.azCount must be <= {len(offered)}, the zones {cfg.region} offers (got {cfg.network.az_count})"]
+            [
+                f"{stack_settings.PROJECT}:network.azCount must be <= {len(offered)}, the zones {cfg.region} offers"
+                f" (got {cfg.network.az_count})"
+            ]
         )
     zones = sorted(offered)[: cfg.network.az_count]
 

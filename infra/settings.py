@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+from pulumi.errors import RunError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -50,8 +51,12 @@ CapacityType = Literal["spot", "on-demand"]
 LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
-class ConfigError(ValueError):
-    """Invalid stack config; `lines` holds one readable message per problem."""
+class ConfigError(RunError, ValueError):
+    """Invalid stack config; `lines` holds one readable message per problem.
+
+    A `pulumi.RunError`: under `pulumi up` / `preview` the CLI prints the message
+    and exits, with no Python traceback in the way of the key paths.
+    """
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines

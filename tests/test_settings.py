@@ -392,3 +392,15 @@ def test_load_rejects_a_misspelt_key_in_the_running_stack() -> None:
     finally:
         runtime_config.set_all_config({})
     assert caught.value.lines[0].startswith("gpu-inference:nodepools is not a known config key")
+
+
+def test_config_errors_end_a_pulumi_run_cleanly() -> None:
+    """`pulumi up` prints a RunError's message without a traceback; the plan still catches ConfigError."""
+    import pulumi
+
+    cfg = stack_config("dev")
+    cfg[NP]["gpu"]["maxGpus"] = 0
+    with pytest.raises(pulumi.RunError) as caught:
+        settings_of(cfg)
+    assert isinstance(caught.value, ConfigError)
+    assert "gpu-inference:nodePools.gpu.maxGpus must be >= 1 (got 0)" in str(caught.value)
