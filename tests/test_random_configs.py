@@ -63,7 +63,7 @@ def random_workloads(rng: random.Random, pools: dict[str, dict[str, Any]]) -> di
     services = {}
     for i in range(rng.randint(0, 3)):
         pool = rng.choice(gpu_pools)
-        minimum = rng.randint(1, 3)
+        minimum = rng.choice([0, 1, 2, 3])  # 0: scale to zero, woken by the HTTP add-on
         services[f"svc-{i}"] = {
             "image": IMAGE,
             "pool": pool,
@@ -71,7 +71,7 @@ def random_workloads(rng: random.Random, pools: dict[str, dict[str, Any]]) -> di
             "modelLoadSeconds": rng.randint(5, 600),
             "scaling": {
                 "minReplicas": minimum,
-                "maxReplicas": rng.randint(minimum, 40),
+                "maxReplicas": rng.randint(max(minimum, 1), 40),
                 "targetInFlight": rng.randint(1, 32),
             },
         }
@@ -155,6 +155,15 @@ def test_random_valid_config_renders_valid_consistent_objects(seed: int) -> None
         for n in p.gpu_counts
     }
     assert set(overlays) == expected
+
+    woken = {n for n, svc in plan.settings.inference.items() if svc.scaling.wakes_through_interceptor}
+    assert set(plan.objects("HTTPScaledObject")) == woken
+    assert ("keda-add-ons-http" in plan.releases) == bool(woken)
+    for name in woken:
+        assert [t["type"] for t in plan.objects("ScaledObject")[name]["spec"]["triggers"]] == [
+            "prometheus",
+            "external-push",
+        ]
 
     outcome = policies.check(plan.resources, plan.settings.environment)
     assert outcome.config_file is None  # no policies/config/env<seed>.json: pack defaults
