@@ -68,25 +68,7 @@ def test_subnets_span_the_configured_zone_count(plan: Plan) -> None:
 
 
 # AWS name limits, checked with the longest cluster name settings accept.
-NAME_LIMITS = {
-    "aws:iam/role:Role": 64,
-    "aws:cloudwatch/eventRule:EventRule": 64,
-    "aws:sqs/queue:Queue": 80,
-    "aws:eks/nodeGroup:NodeGroup": 63,
-}
-
-
-def test_longest_cluster_name_stays_within_aws_name_limits() -> None:
-    from tests.conftest import plan_of, stack_config
-
-    config = stack_config("prod")
-    config["gpu-inference:cluster"]["name"] = "c" * 38
-    plan = plan_of(config)
-    for typ, limit in NAME_LIMITS.items():
-        for r in plan.of_type(typ):
-            name = r.inputs.get("name") or r.inputs.get("nodeGroupName")
-            if name:
-                assert len(name) <= limit, f"{typ} name {name!r} is {len(name)} characters (limit {limit})"
+# AWS name limits at the longest config: tests/test_aws_names.py.
 
 
 def test_the_plan_is_deterministic() -> None:
