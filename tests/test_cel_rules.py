@@ -1,4 +1,4 @@
-"""The CEL rules of the vendored Karpenter CRDs are evaluated, and catch what an API server would."""
+"""The CEL rules of the vendored CRDs (Karpenter, KEDA HTTP add-on) are evaluated, and catch what an API server would."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ MUTATIONS: list[tuple[str, str, Callable[[dict], object], str]] = [
      "spec.tags: tag contains a restricted tag matching karpenter.sh/nodepool"),
     ("NodeOverlay", "price and price adjustment", lambda o: o["spec"].update(price="1.0", priceAdjustment="-10%"),
      "spec: cannot set both 'price' and 'priceAdjustment'"),
+    ("HTTPScaledObject", "port and port name", lambda o: o["spec"]["scaleTargetRef"].update(portName="http"),
+     "spec.scaleTargetRef: must define either the 'portName' or the 'port'"),
 ]  # fmt: skip
 
 
