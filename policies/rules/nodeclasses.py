@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from pulumi_policy import ResourceValidationArgs
 
+from infra import versions
 from policies.rules.common import ADVISORY, NODECLASS, Config, dig, resource_policy, schema
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -56,7 +57,7 @@ def _ami_pinned(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
         if alias is None:
             yield f"{_label(args)} selects AMIs by {sorted(term)}: a new matching image changes nodes without review"
         elif not PINNED_ALIAS.match(alias):
-            yield f"{_label(args)} uses AMI alias {alias!r}; pin a release such as al2023@v20260512"
+            yield f"{_label(args)} uses AMI alias {alias!r}; pin a release such as al2023@{versions.EKS_AMI_RELEASE}"
 
 
 HOPS = schema(
