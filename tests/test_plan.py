@@ -117,6 +117,11 @@ def test_summary_shows_pools_counts_and_versions(written, stack: str) -> None:
         assert f"| {pool['gpu']} |" in row and ", ".join(pool["instanceFamilies"]) in row, row
     assert "| `kubernetes:karpenter.sh/v1:NodePool` | 3 |" in text
     assert f"| chart karpenter | `{versions.KARPENTER_VERSION}` |" in text
+    for name, svc in stack_config(stack)["gpu-inference:inference"].items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} | {svc['pool']} |"))
+        zero = svc["scaling"]["minReplicas"] == 0
+        assert row.endswith("| KEDA HTTP add-on (`keda-add-ons-http-external-scaler.keda:9090`) |" if zero else
+                            "| - (keeps a replica) |"), row  # fmt: skip
 
 
 def test_invalid_config_exits_2_with_the_key_path_and_writes_nothing(tmp_path: Path) -> None:

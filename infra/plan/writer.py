@@ -195,6 +195,16 @@ def cost_lines(estimate: cost.CostEstimate) -> list[str]:
     return lines
 
 
+def _wake_up(triggers: list[dict[str, Any]]) -> str:
+    """How a service at zero replicas gets its first one: the triggers after in-flight."""
+    if not triggers:
+        return "- (keeps a replica)"
+    trigger = triggers[0]
+    if trigger.get("type") == "external-push":
+        return f"KEDA HTTP add-on (`{trigger['metadata'].get('scalerAddress')}`)"
+    return f"`{trigger.get('metadata', {}).get('query')}`"
+
+
 def workload_lines(settings: Settings, manifests: list[dict[str, Any]]) -> list[str]:
     """Inference services (scale signal and bounds), batch jobs and warm headroom, as rendered."""
     lines: list[str] = []
@@ -204,15 +214,18 @@ def workload_lines(settings: Settings, manifests: list[dict[str, Any]]) -> list[
             "",
             "## Inference services",
             "",
-            "| service | pool | GPUs | replicas | scale signal (KEDA trigger) | target per replica | polling |",
-            "|---|---|---|---|---|---|---|",
+            "| service | pool | GPUs | replicas | scale signal (KEDA trigger) | target per replica | polling"
+            " | wakes from zero by |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, svc in sorted(settings.inference.items()):
             spec = scaled.get(name, {})
-            trigger = (spec.get("triggers") or [{}])[0].get("metadata", {})
+            triggers = spec.get("triggers") or [{}]
+            trigger = triggers[0].get("metadata", {})
             lines.append(
                 f"| {name} | {svc.pool} | {svc.gpus} | {spec.get('minReplicaCount')}..{spec.get('maxReplicaCount')}"
-                f" | `{trigger.get('query')}` | {trigger.get('threshold')} | {spec.get('pollingInterval')} s |"
+                f" | `{trigger.get('query')}` | {trigger.get('threshold')} | {spec.get('pollingInterval')} s"
+                f" | {_wake_up(triggers[1:])} |"
             )
     if settings.batch_jobs:
         lines += [
