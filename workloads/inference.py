@@ -273,6 +273,15 @@ def service_monitor(name: str, spec: InferenceSettings, namespace: str = NAMESPA
     }
 
 
+def _custom_resource(
+    resource_name: str, api_version: str, kind: str, obj: dict, opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    """A custom resource from a rendered `{metadata, spec}` dict."""
+    return k8s.apiextensions.CustomResource(
+        resource_name, api_version=api_version, kind=kind, metadata=obj["metadata"], spec=obj["spec"], opts=opts
+    )
+
+
 class InferenceService(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:inference:InferenceService", name, None, opts)
@@ -305,34 +314,28 @@ class InferenceService(pulumi.ComponentResource):
             spec={"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}},
             opts=child,
         )
-        monitor = service_monitor(name, spec, ns)
-        self.service_monitor = k8s.apiextensions.CustomResource(
+        self.service_monitor = _custom_resource(
             f"{name}-servicemonitor",
-            api_version="monitoring.coreos.com/v1",
-            kind="ServiceMonitor",
-            metadata=monitor["metadata"],
-            spec=monitor["spec"],
-            opts=child,
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            service_monitor(name, spec, ns),
+            child,
         )
-        scaled = scaled_object(name, spec, args.prometheus_url, ns)
-        self.scaled_object = k8s.apiextensions.CustomResource(
+        self.scaled_object = _custom_resource(
             f"{name}-scaledobject",
-            api_version="keda.sh/v1alpha1",
-            kind="ScaledObject",
-            metadata=scaled["metadata"],
-            spec=scaled["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+            "keda.sh/v1alpha1",
+            "ScaledObject",
+            scaled_object(name, spec, args.prometheus_url, ns),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
         )
         self.url = f"http://{name}.{ns}.svc.cluster.local"
         if spec.scaling.wakes_through_interceptor:
-            route = http_scaled_object(name, spec, ns)
-            self.http_scaled_object = k8s.apiextensions.CustomResource(
+            self.http_scaled_object = _custom_resource(
                 f"{name}-httpscaledobject",
-                api_version="http.keda.sh/v1alpha1",
-                kind="HTTPScaledObject",
-                metadata=route["metadata"],
-                spec=route["spec"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service, self.scaled_object]),
+                "http.keda.sh/v1alpha1",
+                "HTTPScaledObject",
+                http_scaled_object(name, spec, ns),
+                pulumi.ResourceOptions(parent=self, depends_on=[self.service, self.scaled_object]),
             )
             # Requests must come through the interceptor to wake the service from zero.
             self.url = f"http://{keda_http.INTERCEPTOR_PROXY} (Host: {wake_up_host(name, ns)})"

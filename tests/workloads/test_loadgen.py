@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -52,6 +53,21 @@ def test_cli_json_report(server: ThreadServer) -> None:
     assert set(report["latency_ms"]) == {"p50", "p99", "max"}
 
 
+@contextlib.asynccontextmanager
+async def stub_server(handler):
+    """A POST /v1/predict stub on a free local port; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/predict", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
 def test_errors_are_counted_by_status_and_the_cap_drops_requests() -> None:
     """A stub that answers 429 after holding each request: with a cap of 2, most requests are dropped."""
 
@@ -62,19 +78,10 @@ def test_errors_are_counted_by_status_and_the_cap_drops_requests() -> None:
             await release.wait()
             return web.json_response({"error": "busy"}, status=429)
 
-        app = web.Application()
-        app.router.add_post("/v1/predict", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        # Held requests free their slots only after 1 s; all 20 come due within 0.2 s.
-        asyncio.get_running_loop().call_later(1.0, release.set)
-        try:
-            return await run_load(LoadSpec(url=f"http://{host}:{port}", rps=100, duration_s=0.2, concurrency=2))
-        finally:
-            await runner.cleanup()
+        async with stub_server(handler) as url:
+            # Held requests free their slots only after 1 s; all 20 come due within 0.2 s.
+            asyncio.get_running_loop().call_later(1.0, release.set)
+            return await run_load(LoadSpec(url=url, rps=100, duration_s=0.2, concurrency=2))
 
     report = asyncio.run(scenario())
     assert report.sent + report.dropped == 20, report.to_text()
@@ -132,21 +139,10 @@ def test_host_header_reaches_the_server() -> None:
         async def handler(request: web.Request) -> web.Response:
             return web.json_response({}, status=200 if request.host == "llm.inference" else 404)
 
-        app = web.Application()
-        app.router.add_post("/v1/predict", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        try:
-            routed = await run_load(
-                LoadSpec(url=f"http://{host}:{port}", rps=50, duration_s=0.1, host_header="llm.inference")
-            )
-            direct = await run_load(LoadSpec(url=f"http://{host}:{port}", rps=50, duration_s=0.1))
+        async with stub_server(handler) as url:
+            routed = await run_load(LoadSpec(url=url, rps=50, duration_s=0.1, host_header="llm.inference"))
+            direct = await run_load(LoadSpec(url=url, rps=50, duration_s=0.1))
             return routed, direct
-        finally:
-            await runner.cleanup()
 
     routed, direct = asyncio.run(scenario())
     assert routed.ok == 5 and routed.statuses == {"200": 5}, routed.to_text()
