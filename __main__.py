@@ -1,7 +1,7 @@
 """gpu-inference: one `pulumi up` per environment.
 
 Order: settings (fail before any resource) -> AWS provider with default tags ->
-network -> EKS -> Karpenter -> node pools -> NVIDIA device plugin -> monitoring -> KEDA ->
+network -> EKS -> monitoring (its CRDs first) -> Karpenter -> node pools -> NVIDIA device plugin -> KEDA ->
 GPU warm-up -> workloads (inference services, batch jobs, load generator) -> exports.
 """
 
@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 from infra import settings as stack_settings
 from infra.cluster import Cluster, ClusterArgs
+from infra.headroom import consumers_by_pool
 from infra.karpenter import Karpenter, KarpenterArgs
 from infra.keda import Keda, KedaArgs
 from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
@@ -35,11 +36,12 @@ aws_opts = pulumi.ResourceOptions(providers={"aws": aws_provider})
 
 zones = list(cfg.network.availability_zones or ())
 if not zones:
-    offered = aws.get_availability_zones(
+    region_zones = aws.get_availability_zones(
         state="available",
         filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
         opts=pulumi.InvokeOptions(provider=aws_provider),
-    ).names
+    )
+    offered = region_zones.names
     if len(offered) < cfg.network.az_count:
         raise stack_settings.ConfigError(
             [
@@ -47,7 +49,13 @@ if not zones:
                 f" (got {cfg.network.az_count})"
             ]
         )
-    zones = sorted(offered)[: cfg.network.az_count]
+    # Pinned by ID (names differ per account), else the first azCount names: a default that
+    # never moves a live stack's subnets. Preflight warns about a zone without a pool's families.
+    zones = (
+        cfg.network.zones_for_ids(region_zones.zone_ids, offered, cfg.region)
+        if cfg.network.availability_zone_ids
+        else sorted(offered)[: cfg.network.az_count]
+    )
 
 network = Network(
     "network",
@@ -66,13 +74,25 @@ cluster = Cluster(
     opts=aws_opts,
 )
 all_opts = pulumi.ResourceOptions(providers={"aws": aws_provider, "kubernetes": cluster.k8s_provider})
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        settings=cfg.monitoring,
+        storage_class=cluster.storage_class.metadata.name,
+        depends_on=[cluster.system_node_group, cluster.ebs_csi],
+    ),
+    opts=all_opts,
+)
 karpenter = Karpenter(
     "karpenter",
     KarpenterArgs(
         cluster_name=cfg.cluster.name,
         settings=cfg.karpenter,
         region=cfg.region,
-        depends_on=[cluster.system_node_group, cluster.pod_identity_agent],
+        depends_on=[cluster.system_node_group, cluster.pod_identity_agent, cluster.coredns],
+        egress=network.egress,
+        monitoring_crds=[monitoring.release],
+        spot=any("spot" in pool.capacity_types for pool in cfg.node_pools.values()),
     ),
     opts=all_opts,
 )
@@ -88,15 +108,6 @@ node_pools = NodePools(
     opts=all_opts,
 )
 device_plugin = DevicePlugin("nvidia", DevicePluginArgs(pools=cfg.node_pools), opts=all_opts)
-monitoring = Monitoring(
-    "monitoring",
-    MonitoringArgs(
-        settings=cfg.monitoring,
-        storage_class=cluster.storage_class.metadata.name,
-        depends_on=[cluster.system_node_group, cluster.ebs_csi],
-    ),
-    opts=all_opts,
-)
 keda = Keda(
     "keda",
     KedaArgs(cluster_name=cfg.cluster.name, depends_on=[cluster.pod_identity_agent, monitoring.release]),
@@ -116,7 +127,7 @@ for svc in cfg.inference.values():
     pool_images[svc.pool] = (*pool_images.get(svc.pool, ()), svc.image)
 warmup = GpuWarmup(
     "warmup",
-    WarmupArgs(pools=cfg.node_pools, pool_images=pool_images),
+    WarmupArgs(pools=cfg.node_pools, pool_images=pool_images, consumers=consumers_by_pool(cfg)),
     opts=pulumi.ResourceOptions.merge(all_opts, pulumi.ResourceOptions(depends_on=[node_pools, device_plugin])),
 )
 

@@ -103,6 +103,9 @@ class Cluster(pulumi.ComponentResource):
             # CoreDNS is created below, once the system nodes it runs on exist: an add-on
             # with no node to run on stays DEGRADED and blocks the update.
             coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
+            # The VPC CNI's network policy agent enforces the workloads' NetworkPolicies;
+            # without it the API server accepts them and nothing enforces them.
+            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group]),
         )
@@ -118,6 +121,7 @@ class Cluster(pulumi.ComponentResource):
             value=cfg.name,
             opts=child,
         )
+        self.api_ingress = self._api_ingress(name, cfg, child)
         self.system_node_group = self._system_nodes(name, args, child)
         after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[self.eks, self.system_node_group])
         self.pod_identity_agent = self._addon(name, "eks-pod-identity-agent", cfg, None, after_nodes)
@@ -136,7 +140,8 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             delete_unreachable=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_node_group]),
+            # The rules too: a destroy must not close the way in before the Kubernetes objects are gone.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_node_group, *self.api_ingress]),
         )
         self.ebs_csi, self.storage_class = self._block_storage(name, cfg, after_nodes)
         self.register_outputs(
@@ -147,6 +152,39 @@ class Cluster(pulumi.ComponentResource):
                 "kubeconfig": self.kubeconfig,
             }
         )
+
+    def _api_ingress(
+        self, name: str, cfg: ClusterSettings, opts: pulumi.ResourceOptions
+    ) -> list[aws.vpc.SecurityGroupIngressRule]:
+        """HTTPS from `privateAccess` sources to the private API endpoint.
+
+        The EKS-created cluster security group sits on the control plane's ENIs and
+        admits only its own members; EKS's guide asks for exactly these 443 rules for a
+        connected network or bastion (docs.aws.amazon.com/eks/latest/userguide/
+        cluster-endpoint.html#private-access). Nodes share the group, so a source here
+        can reach 443 on nodes too: keep the list to the runners and VPN ranges that run pulumi.
+        One rule per source, named by it, so removing one leaves the others in place.
+        """
+        access = cfg.private_access
+        if access is None:
+            return []
+        # (resource name suffix, CIDR, source group): exactly one of the two is set.
+        sources = [(f"cidr-{c.replace('.', '-').replace('/', '-')}", c, None) for c in access.cidrs]
+        sources += [(sg, None, sg) for sg in access.security_group_ids]
+        return [
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-api-from-{key}",
+                security_group_id=self.cluster_security_group_id,
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4=cidr,
+                referenced_security_group_id=group,
+                description=f"Kubernetes API (private endpoint) from {cidr or group}: cluster.privateAccess",
+                opts=opts,
+            )
+            for key, cidr, group in sources
+        ]
 
     def _block_storage(
         self, name: str, cfg: ClusterSettings, opts: pulumi.ResourceOptions

@@ -35,6 +35,16 @@ DEVICE_PLUGIN_DEFAULT_CONFIG = "exclusive"
 TIME_SLICING_REPLICAS_ANNOTATION = "gpu-inference.io/time-slicing-replicas"
 WARM_GPUS_ANNOTATION = "gpu-inference.io/warm-gpus"
 
+# Pod label of in-cluster clients allowed through an inference service's NetworkPolicy
+# (the load generator carries it; an application opts in by setting it on its pods).
+INFERENCE_CLIENT_LABEL = "gpu-inference.io/inference-client"
+# Namespace label the API server sets on every namespace (NetworkPolicy selectors use it).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Where Prometheus runs (infra/monitoring.py), and the label prometheus-operator puts on
+# its pods: workloads let it scrape them through their NetworkPolicies.
+MONITORING_NAMESPACE = "monitoring"
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
+
 # AWS tag Karpenter's EC2NodeClass selects subnets and security groups by.
 DISCOVERY_TAG = "karpenter.sh/discovery"
 
@@ -102,6 +112,20 @@ class PoolContract:
 
     def node_selector(self) -> dict[str, str]:
         return {NODEPOOL_LABEL: self.name}
+
+
+def prefer_gpu_count(count: int) -> dict:
+    """Node affinity that prefers instances with `count` GPUs (a shared pool's smallest).
+
+    A Karpenter NodeClaim keeps every instance type that still fits all the pods planned
+    onto it, so without this the fifth one-slice pod grows a 1-GPU claim into a 4-GPU
+    instance. Under the default `preferencePolicy: Respect` Karpenter treats the
+    preference as required while it plans, and relaxes it only for a pod that fits
+    nowhere else (kubernetes-sigs/karpenter v1.14.1 pkg/controllers/provisioning/
+    scheduling/preferences.go).
+    """
+    term = {"matchExpressions": [{"key": INSTANCE_GPU_COUNT_LABEL, "operator": "In", "values": [str(count)]}]}
+    return {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": term}]}}
 
 
 def gpu_node_affinity() -> dict:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from infra import catalog, versions
+from infra import catalog, headroom, versions
 from infra.settings import Settings
 
 PRICES_FILE = Path(__file__).with_name("data") / "prices.json"
@@ -114,6 +115,10 @@ class PoolCostInputs:
     max_gpus: float | None = None  # physical GPUs
     max_memory_gib: float | None = None
     warm_gpus: int = 0  # physical GPUs held by the headroom
+    # What the headroom holds beside each physical GPU (infra/headroom.py): it decides
+    # which instance type Karpenter buys for it. Zero: the cheapest type per GPU.
+    warm_cpu_per_gpu: float = 0.0
+    warm_memory_gib_per_gpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,12 @@ class CostInputs:
     @classmethod
     def from_settings(cls, settings: Settings) -> CostInputs:
         nodes = settings.cluster.system_nodes
+        consumers = headroom.consumers_by_pool(settings)
+        held = {
+            name: headroom.per_physical_gpu(consumers, name, pool.time_slicing_replicas or 1)
+            for name, pool in settings.node_pools.items()
+            if pool.warm_gpus
+        }
         return cls(
             region=settings.region,
             kubernetes_version=settings.cluster.version,
@@ -145,6 +156,8 @@ class CostInputs:
                     max_gpus=pool.max_gpus,
                     max_memory_gib=pool.max_memory_gib,
                     warm_gpus=pool.warm_physical_gpus,
+                    warm_cpu_per_gpu=held.get(name, (0.0, 0.0))[0],
+                    warm_memory_gib_per_gpu=held.get(name, (0.0, 0.0))[1],
                 )
                 for name, pool in sorted(settings.node_pools.items())
             ),
@@ -224,11 +237,35 @@ def pool_worst_case(pool: PoolCostInputs, book: PriceBook) -> tuple[float, str, 
 
 
 def pool_headroom(pool: PoolCostInputs, book: PriceBook) -> float:
-    """Warm GPUs priced at the cheapest allowed type per GPU, as Karpenter would pick."""
+    """Warm GPUs priced at the cheapest allowed type per held GPU, as Karpenter would pick:
+    a type holds as many placeholders as its GPUs, and its allocatable CPU and memory, allow."""
     if not pool.warm_gpus:
         return 0.0
-    per_gpu = min(t.usd_per_hour / t.gpus for t in _types(pool.families, book) if t.gpus)
-    return pool.warm_gpus * per_gpu
+    per_gpu = [
+        t.usd_per_hour / held
+        for t in _types(pool.families, book)
+        if t.gpus and (held := _placeholders_held(t, pool.warm_cpu_per_gpu, pool.warm_memory_gib_per_gpu))
+    ]
+    if not per_gpu:
+        raise ValueError(f"pool {pool.name}: no instance type of {list(pool.families)} fits one warm GPU's requests")
+    return pool.warm_gpus * min(per_gpu)
+
+
+# Roughly what a GPU node keeps from pods: kubelet/system reservations and eviction
+# threshold (EKS AMI: about 6% of the first core plus fractions of the rest; 255 MiB +
+# 11 MiB per pod plus 100 MiB), and the DaemonSets every GPU node runs (VPC CNI,
+# kube-proxy, EBS CSI node, Pod Identity agent, device plugin, DCGM and node exporters).
+NODE_RESERVED_CPU = 0.6
+NODE_RESERVED_MEMORY_GIB = 3.0
+
+
+def _placeholders_held(itype: InstanceType, cpu: float, memory_gib: float) -> int:
+    fits = [itype.gpus]
+    if cpu:
+        fits.append(math.floor((itype.vcpus - NODE_RESERVED_CPU) / cpu))
+    if memory_gib:
+        fits.append(math.floor((itype.memory_gib - NODE_RESERVED_MEMORY_GIB) / memory_gib))
+    return max(min(fits), 0)
 
 
 def estimate(inputs: CostInputs, book: PriceBook | None = None) -> CostEstimate:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -14,7 +14,9 @@ from infra import contract, versions
 from infra.cluster import ec2_assume_role_policy, node_role_policy_arns
 from infra.helm import pinned_release
 from infra.identity import pod_identity_role
+from infra.karpenter_iam import controller_policy
 from infra.settings import KarpenterSettings
+from infra.spot import spot_service_linked_role
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
@@ -26,6 +28,9 @@ INTERRUPTION_EVENTS: dict[str, dict] = {
     "rebalance": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance Rebalance Recommendation"]},
     "state-change": {"source": ["aws.ec2"], "detail-type": ["EC2 Instance State-change Notification"]},
     "scheduled-change": {"source": ["aws.health"], "detail-type": ["AWS Health Event"]},
+    # Karpenter 1.14 drains nodes on reserved capacity before EC2 reclaims them (its
+    # reference CloudFormation template routes this event too: schemas/iam/).
+    "reservation": {"source": ["aws.ec2"], "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"]},
 }
 
 
@@ -34,7 +39,16 @@ class KarpenterArgs:
     cluster_name: str
     settings: KarpenterSettings
     region: str
-    depends_on: list[pulumi.Resource]  # the system nodes the controller runs on
+    depends_on: list[pulumi.Resource]  # the system nodes the controller runs on, CoreDNS, the Pod Identity agent
+    # What the controller needs to reach EC2 from the private subnets (NAT, routes).
+    # Everything Karpenter-owned depends on the release, so these outlive every NodePool
+    # and EC2NodeClass on `pulumi destroy`, while Karpenter drains and terminates nodes.
+    egress: list[pulumi.Resource] = field(default_factory=list)
+    # The ServiceMonitor CRD (kube-prometheus-stack): the chart renders its ServiceMonitor
+    # only when the API exists at install time.
+    monitoring_crds: list[pulumi.Resource] = field(default_factory=list)
+    # Some pool may launch Spot: the account needs EC2's Spot service-linked role.
+    spot: bool = False
 
 
 class Karpenter(pulumi.ComponentResource):
@@ -48,8 +62,10 @@ class Karpenter(pulumi.ComponentResource):
             assume_role_policy=ec2_assume_role_policy(),
             opts=child,
         )
-        for i, arn in enumerate(node_role_policy_arns()):
+        self.node_policies = [
             aws.iam.RolePolicyAttachment(f"{name}-node-{i}", role=self.node_role.name, policy_arn=arn, opts=child)
+            for i, arn in enumerate(node_role_policy_arns())
+        ]
         # API authentication mode: nodes join through an access entry, not aws-auth.
         self.node_access_entry = aws.eks.AccessEntry(
             f"{name}-node-access",
@@ -59,7 +75,8 @@ class Karpenter(pulumi.ComponentResource):
             opts=child,
         )
         self.queue = self._interruption_queue(name, args, child)
-        self.controller_role, self.pod_identity = self._controller_role(name, args, child)
+        self.spot_role = spot_service_linked_role(f"{name}-spot-role", args.cluster_name, self) if args.spot else None
+        self.controller_role, self.pod_identity, self.controller_policy = self._controller_role(name, args, child)
         self.crds = pinned_release(
             f"{name}-crd",
             versions.KARPENTER_CRD,
@@ -74,8 +91,22 @@ class Karpenter(pulumi.ComponentResource):
             namespace=NAMESPACE,
             skip_crds=True,  # owned by the karpenter-crd release, which Helm also upgrades
             values=self.helm_values(args, self.queue.name),
+            # Everything the controller needs to launch, drain and terminate nodes: the
+            # NodePools and EC2NodeClasses depend on this release, so on destroy all of it
+            # is deleted only after them (and their finalizers) are gone.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.crds, self.pod_identity, self.node_access_entry, *args.depends_on]
+                parent=self,
+                depends_on=[
+                    self.crds,
+                    self.pod_identity,
+                    self.controller_policy,
+                    self.node_access_entry,
+                    *self.node_policies,
+                    *args.depends_on,
+                    *args.egress,
+                    *args.monitoring_crds,
+                    *([self.spot_role] if self.spot_role else []),
+                ],
             ),
         )
         self.node_role_name = self.node_role.name
@@ -99,6 +130,9 @@ class Karpenter(pulumi.ComponentResource):
                 # NodeOverlay tells Karpenter a shared GPU node's sliced capacity before launch.
                 "featureGates": {"nodeOverlay": True},
             },
+            # Karpenter's own metrics (pool limits, NodeClaims, disruption) for the alerts
+            # and dashboards; the release depends on the ServiceMonitor CRD (see above).
+            "serviceMonitor": {"enabled": True},
             "controller": {
                 "image": {"tag": versions.KARPENTER_VERSION},
                 "resources": {
@@ -142,7 +176,7 @@ class Karpenter(pulumi.ComponentResource):
 
     def _controller_role(
         self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions
-    ) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation]:
+    ) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation, aws.iam.RolePolicy]:
         role, association = pod_identity_role(
             f"{name}-controller",
             role_name=f"{args.cluster_name}-karpenter-controller",
@@ -157,8 +191,8 @@ class Karpenter(pulumi.ComponentResource):
         policy = pulumi.Output.all(identity.account_id, self.queue.arn, self.node_role.arn).apply(
             lambda v: json.dumps(controller_policy(args.cluster_name, args.region, v[0], v[1], v[2]))
         )
-        aws.iam.RolePolicy(f"{name}-controller-policy", role=role.name, policy=policy, opts=opts)
-        return role, association
+        inline = aws.iam.RolePolicy(f"{name}-controller-policy", role=role.name, policy=policy, opts=opts)
+        return role, association, inline
 
 
 def _queue_policy(queue_arn: str) -> str:
@@ -184,192 +218,3 @@ def _queue_policy(queue_arn: str) -> str:
             ],
         }
     )
-
-
-def controller_policy(cluster: str, region: str, account: str, queue_arn: str, node_role_arn: str) -> dict:
-    """Karpenter controller permissions, scoped by this cluster's tags wherever EC2 allows.
-
-    Modelled on the statement groups of Karpenter's reference CloudFormation
-    policy: writes are limited to resources tagged for this cluster, reads that
-    EC2 cannot scope (Describe*, pricing, SSM public parameters) stay broad.
-    """
-    arn = f"arn:aws:ec2:{region}"
-    owned = {f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned", "aws:RequestTag/eks:eks-cluster-name": cluster}
-    tagged_owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
-    # What a launch creates, and so what Karpenter may create and tag at launch.
-    launched = [
-        f"{arn}:*:{kind}/*"
-        for kind in ("fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request")
-    ]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AllowScopedEC2InstanceAccessActions",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": [
-                    f"{arn}::image/*",
-                    f"{arn}::snapshot/*",
-                    f"{arn}:*:security-group/*",
-                    f"{arn}:*:subnet/*",
-                    f"{arn}:*:capacity-reservation/*",
-                ],
-            },
-            {
-                "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Resource": f"{arn}:*:launch-template/*",
-                "Condition": {
-                    "StringEquals": tagged_owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedEC2InstanceActionsWithTags",
-                "Effect": "Allow",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                "Resource": launched,
-                "Condition": {
-                    "StringEquals": owned,
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceCreationTagging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": launched,
-                "Condition": {
-                    "StringEquals": {
-                        **owned,
-                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceTagging",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": f"{arn}:*:instance/*",
-                "Condition": {
-                    "StringEquals": tagged_owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": cluster},
-                    "ForAllValues:StringEquals": {
-                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedDeletion",
-                "Effect": "Allow",
-                "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                "Resource": [f"{arn}:*:instance/*", f"{arn}:*:launch-template/*"],
-                "Condition": {
-                    "StringEquals": tagged_owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowRegionalReadActions",
-                "Effect": "Allow",
-                "Action": [
-                    "ec2:DescribeCapacityReservations",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceTypeOfferings",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSpotPriceHistory",
-                    "ec2:DescribeSubnets",
-                ],
-                # EC2 Describe* cannot be scoped to resources; the region is the narrowest scope.
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
-            },
-            {
-                "Sid": "AllowSSMReadActions",
-                "Effect": "Allow",
-                "Action": "ssm:GetParameter",
-                "Resource": f"arn:aws:ssm:{region}::parameter/aws/service/*",
-            },
-            {
-                "Sid": "AllowPricingReadActions",
-                "Effect": "Allow",
-                "Action": "pricing:GetProducts",
-                # The Pricing API has no resource-level permissions.
-                "Resource": "*",
-            },
-            {
-                "Sid": "AllowInterruptionQueueActions",
-                "Effect": "Allow",
-                "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                "Resource": queue_arn,
-            },
-            {
-                "Sid": "AllowPassingInstanceRole",
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": node_role_arn,
-                "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]}},
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileCreationActions",
-                "Effect": "Allow",
-                "Action": "iam:CreateInstanceProfile",
-                "Resource": f"arn:aws:iam::{account}:instance-profile/*",
-                "Condition": {
-                    "StringEquals": {**owned, "aws:RequestTag/topology.kubernetes.io/region": region},
-                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileTagActions",
-                "Effect": "Allow",
-                "Action": "iam:TagInstanceProfile",
-                "Resource": f"arn:aws:iam::{account}:instance-profile/*",
-                "Condition": {
-                    "StringEquals": {
-                        **tagged_owned,
-                        "aws:ResourceTag/topology.kubernetes.io/region": region,
-                        **owned,
-                        "aws:RequestTag/topology.kubernetes.io/region": region,
-                    },
-                    "StringLike": {
-                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileActions",
-                "Effect": "Allow",
-                "Action": [
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                ],
-                "Resource": f"arn:aws:iam::{account}:instance-profile/*",
-                "Condition": {
-                    "StringEquals": {**tagged_owned, "aws:ResourceTag/topology.kubernetes.io/region": region},
-                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowInstanceProfileReadActions",
-                "Effect": "Allow",
-                "Action": ["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
-                "Resource": f"arn:aws:iam::{account}:instance-profile/*",
-            },
-            {
-                "Sid": "AllowAPIServerEndpointDiscovery",
-                "Effect": "Allow",
-                "Action": "eks:DescribeCluster",
-                "Resource": f"arn:aws:eks:{region}:{account}:cluster/{cluster}",
-            },
-        ],
-    }

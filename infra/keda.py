@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, versions
+from infra import contract, pods, versions
 from infra.helm import pinned_release
 from infra.identity import pod_identity_role
 
@@ -52,7 +52,10 @@ class Keda(pulumi.ComponentResource):
     def __init__(self, name: str, args: KedaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:keda:Keda", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=child)
+        # KEDA and its HTTP add-on run as non-root with the runtime's seccomp profile.
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-ns", metadata={"name": NAMESPACE, "labels": pods.pod_security_labels("restricted")}, opts=child
+        )
         self.operator_role, self.pod_identity = pod_identity_role(
             f"{name}-operator",
             role_name=f"{args.cluster_name}-keda-operator",

@@ -28,12 +28,16 @@ from infra.helm import pinned_release
 CHART_NAME = versions.KEDA_HTTP_ADD_ON.chart
 NAMESPACE = keda.NAMESPACE
 PROXY_PORT = 8080
+NON_ROOT_USER = 65532
 SCALER_PORT = 9090
 # Where clients of a scale-to-zero service send requests, with `Host: <service>.<namespace>`.
 INTERCEPTOR_PROXY = f"{CHART_NAME}-interceptor-proxy.{NAMESPACE}.svc.cluster.local:{PROXY_PORT}"
 # What KEDA's external-push trigger dials (the address the add-on's operator would use itself).
 EXTERNAL_SCALER = f"{CHART_NAME}-external-scaler.{NAMESPACE}:{SCALER_PORT}"
 SKIP_SCALED_OBJECT_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
+# The labels the chart gives interceptor pods (templates/interceptor/deployment.yaml):
+# services that wake through the interceptor let these pods in.
+INTERCEPTOR_POD_LABELS = {"app.kubernetes.io/component": "interceptor", "app.kubernetes.io/name": "http-add-on"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,15 @@ def helm_values() -> dict:
     small = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
     return {
         "images": {"tag": versions.KEDA_HTTP_ADD_ON_VERSION},
-        "operator": {**pull, **system, "replicas": 1, "resources": small},
+        # The chart sets no pod-level non-root or seccomp settings; the namespace enforces
+        # Pod Security `restricted`. 65532 is the non-root user of the add-on's ko-built images.
+        "podSecurityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_USER,
+            "runAsGroup": NON_ROOT_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "operator": {**pull, **system, "resources": small},
         "scaler": {**pull, **system, "replicas": 2, "resources": small},
         "interceptor": {
             **pull,

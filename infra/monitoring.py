@@ -17,17 +17,20 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra import contract, versions
+from infra import contract, pods, versions
 from infra.helm import pinned_release
 from infra.settings import MonitoringSettings
 from workloads.observability import alerts, dashboards
 
-NAMESPACE = "monitoring"
+NAMESPACE = contract.MONITORING_NAMESPACE
 RELEASE = "kube-prometheus-stack"
 # Short, fixed object names: the Prometheus URL below depends on them.
 FULLNAME = "kps"
 PROMETHEUS_URL = f"http://{FULLNAME}-prometheus.{NAMESPACE}.svc.cluster.local:9090"
 GRAFANA_SECRET = "grafana-admin"
+# kube-prometheus-stack components that scrape what EKS does not expose. Switched off,
+# the chart also drops their default rules (each rule file is gated on its component).
+EKS_HIDDEN_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,17 @@ def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
     label, label_value = dashboards.DASHBOARD_LABEL
     return {
         "fullnameOverride": FULLNAME,
-        "prometheusOperator": {**_on_system_nodes()},
+        "prometheusOperator": {
+            **_on_system_nodes(),
+            # The pre-install/post-install hook Jobs that create and patch the admission
+            # webhook's certificate run before anything else of the release: on a fresh
+            # cluster only the tainted system nodes exist, so they must go there too.
+            "admissionWebhooks": {"patch": {**_on_system_nodes()}},
+        },
+        # EKS runs the control plane itself and exposes none of these to the cluster:
+        # their targets would stay down and their `*Down` alerts fire forever. kube-proxy
+        # (the EKS add-on) serves metrics on 127.0.0.1:10249 only, so it is unreachable too.
+        **{component: {"enabled": False} for component in EKS_HIDDEN_COMPONENTS},
         "prometheus": {
             "prometheusSpec": {
                 **_on_system_nodes(),
@@ -80,6 +93,8 @@ def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
         "grafana": {
             **_on_system_nodes(),
             "replicas": settings.grafana_replicas,
+            # The chart's `helm test` Pod: never run by the Release, and it would sit on no node.
+            "testFramework": {"enabled": False},
             "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {
                 "dashboards": {
@@ -99,24 +114,38 @@ def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
     }
 
 
+def dcgm_scrape_seconds(settings: MonitoringSettings) -> int:
+    """Scrape the exporter as often as it collects, and never faster than once a second."""
+    return max(settings.dcgm_interval_ms // 1000, 1)
+
+
 def dcgm_values(settings: MonitoringSettings) -> dict:
     repository, tag = versions.IMAGES["dcgm-exporter"].rsplit(":", 1)
     return {
         "image": {"repository": repository, "tag": tag},
         "affinity": contract.gpu_node_affinity(),
         "tolerations": contract.gpu_daemon_tolerations(),
-        # The chart's default counters, collected every dcgmIntervalMs.
-        "arguments": ["-f", "/etc/dcgm-exporter/default-counters.csv", "-c", str(settings.dcgm_interval_ms)],
+        # The chart's default counters, collected every dcgmIntervalMs. One `--flag=value`
+        # string each: the chart renders every argument unquoted (`- {{ . }}`), so a bare
+        # "5000" would become the integer 5000 and the API server would reject the DaemonSet.
+        "arguments": [
+            "--collectors=/etc/dcgm-exporter/default-counters.csv",
+            f"--collect-interval={settings.dcgm_interval_ms}",
+        ],
         # honorLabels: a GPU series keeps the namespace/pod of the workload using the GPU,
         # not those of the exporter pod that reports it.
+        # prometheus-operator drops a ServiceMonitor whose scrapeTimeout exceeds its
+        # interval (the chart's default timeout is 10s): the timeout follows the interval.
         "serviceMonitor": {
-            "enabled": True,
-            "interval": f"{max(settings.dcgm_interval_ms // 1000, 1)}s",
+            "interval": f"{dcgm_scrape_seconds(settings)}s",
+            "scrapeTimeout": f"{dcgm_scrape_seconds(settings)}s",
             "honorLabels": True,
         },
         # Label GPU series with the pod that uses the GPU (namespace, pod, container).
         "kubernetes": {"enablePodLabels": True},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        # The chart's requests and memory limit, and room above its 200m CPU limit: on an
+        # 8-GPU node a throttled exporter answers scrapes late and GPU series go missing.
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
     }
 
 
@@ -124,7 +153,12 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:monitoring:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=child)
+        # node-exporter (host network, PID namespace and filesystem) and dcgm-exporter (the
+        # kubelet's pod-resources socket) need host access: the namespace admits privileged
+        # pods, and audits and warns about anything below `restricted`.
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-ns", metadata={"name": NAMESPACE, "labels": pods.pod_security_labels("privileged")}, opts=child
+        )
         ns_child = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.grafana_password = random.RandomPassword(f"{name}-grafana-password", length=32, special=False, opts=child)
         self.grafana_secret = k8s.core.v1.Secret(

@@ -53,9 +53,14 @@ class Network(pulumi.ComponentResource):
             self._subnet(name, "private", i, az, cidr, private_tags, child)
             for i, (az, cidr) in enumerate(zip(args.availability_zones, private_cidrs, strict=True))
         ]
-        self._public_routes(name, child)
+        public_routes = self._public_routes(name, child)
         self.nat_gateways = self._nat_gateways(name, args, child)
-        self._private_routes(name, child)
+        private_routes = self._private_routes(name, child)
+        # The path from a private subnet to the internet (route table associations ->
+        # tables -> NAT gateways -> EIPs, IGW). Controllers that call AWS APIs from the
+        # private subnets (Karpenter) depend on it, so `pulumi destroy` keeps it until
+        # they have finished.
+        self.egress: list[pulumi.Resource] = [*private_routes, *public_routes]
 
         self.vpc_id = self.vpc.id
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in self.public_subnets])
@@ -81,7 +86,7 @@ class Network(pulumi.ComponentResource):
             opts=opts,
         )
 
-    def _public_routes(self, name: str, opts: pulumi.ResourceOptions) -> None:
+    def _public_routes(self, name: str, opts: pulumi.ResourceOptions) -> list[aws.ec2.RouteTableAssociation]:
         table = aws.ec2.RouteTable(
             f"{name}-public-rt",
             vpc_id=self.vpc.id,
@@ -89,10 +94,12 @@ class Network(pulumi.ComponentResource):
             tags={"Name": f"{name}-public"},
             opts=opts,
         )
-        for i, subnet in enumerate(self.public_subnets):
+        return [
             aws.ec2.RouteTableAssociation(
                 f"{name}-public-rta-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=opts
             )
+            for i, subnet in enumerate(self.public_subnets)
+        ]
 
     def _nat_gateways(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions) -> list[aws.ec2.NatGateway]:
         # One NAT per AZ survives an AZ outage; a single NAT is cheaper for dev.
@@ -111,7 +118,8 @@ class Network(pulumi.ComponentResource):
             )
         return gateways
 
-    def _private_routes(self, name: str, opts: pulumi.ResourceOptions) -> None:
+    def _private_routes(self, name: str, opts: pulumi.ResourceOptions) -> list[aws.ec2.RouteTableAssociation]:
+        associations = []
         for i, subnet in enumerate(self.private_subnets):
             nat = self.nat_gateways[i % len(self.nat_gateways)]
             table = aws.ec2.RouteTable(
@@ -121,6 +129,9 @@ class Network(pulumi.ComponentResource):
                 tags={"Name": f"{name}-private-{i}"},
                 opts=opts,
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-rta-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=opts
+            associations.append(
+                aws.ec2.RouteTableAssociation(
+                    f"{name}-private-rta-{i}", subnet_id=subnet.id, route_table_id=table.id, opts=opts
+                )
             )
+        return associations

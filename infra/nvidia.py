@@ -15,7 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import contract, versions
+from infra import contract, pods, versions
 from infra.helm import pinned_release
 from infra.settings import PoolSettings
 
@@ -65,12 +65,10 @@ def helm_values() -> dict:
         },
         # Our own node labels replace the chart's NFD/GFD-based affinity: no
         # feature discovery runs here, and our pools set these labels at launch.
+        # (The chart's defaults already run it at system-node-critical priority, and
+        # leave GPU feature discovery and node feature discovery off.)
         "affinity": contract.gpu_node_affinity(),
-        "nodeSelector": {},
         "tolerations": contract.gpu_daemon_tolerations(),
-        "priorityClassName": "system-node-critical",
-        "gfd": {"enabled": False},
-        "nfd": {"enabled": False},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
     }
 
@@ -80,7 +78,10 @@ class DevicePlugin(pulumi.ComponentResource):
         super().__init__("gpuinf:nvidia:DevicePlugin", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.namespace = k8s.core.v1.Namespace(
-            f"{name}-ns", metadata={"name": NAMESPACE, "labels": {"name": NAMESPACE}}, opts=child
+            f"{name}-ns",
+            # The device plugin registers with the kubelet through a hostPath socket.
+            metadata={"name": NAMESPACE, "labels": {"name": NAMESPACE, **pods.pod_security_labels("privileged")}},
+            opts=child,
         )
         ns_child = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
         self.configs = plugin_configs(args.pools)

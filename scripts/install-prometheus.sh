@@ -3,9 +3,11 @@
 # bookworm) for the observability tests: promtool checks and unit-tests the
 # alert rules, a throwaway server evaluates the dashboards' queries.
 #
-# Installs only when both binaries are missing and we are root on a system with
-# apt-get; otherwise prints one line and exits 0, and the tests that need the
-# binaries skip with a reason that names this script.
+# Installs only when a binary is missing, on a system with apt-get, as root or
+# through passwordless sudo (GitHub-hosted runners). Otherwise it prints one line
+# and exits 0, and the tests that need the binaries skip with a reason that names
+# this script; with GPUINF_REQUIRE_TOOLS=1 (CI) it exits 1 instead, and those
+# tests would fail rather than skip.
 #
 # The package's maintainer scripts would start a system service listening on
 # :9090. The tests start their own servers on free ports and want nothing else
@@ -18,33 +20,47 @@ if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1;
     echo "install-prometheus: already installed: $(promtool --version 2>&1 | head -n1)"
     exit 0
 fi
-if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-prometheus: skipped (needs root and apt-get); observability tests that need prometheus will skip"
-    exit 0
-fi
 
-export DEBIAN_FRONTEND=noninteractive
+cannot_install() {
+    if [[ "${GPUINF_REQUIRE_TOOLS:-}" == 1 ]]; then
+        echo "install-prometheus: $1, and GPUINF_REQUIRE_TOOLS=1 needs prometheus and promtool" >&2
+        exit 1
+    fi
+    echo "install-prometheus: skipped ($1); observability tests that need prometheus will skip"
+    exit 0
+}
+
+# `as_root CMD...` runs CMD as root: directly when we are root, else through sudo
+# without a password prompt (-n: fail rather than hang in CI).
+if [[ "$(id -u)" == 0 ]]; then
+    as_root() { "$@"; }
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root() { sudo -n "$@"; }
+else
+    cannot_install "needs root or passwordless sudo"
+fi
+command -v apt-get >/dev/null 2>&1 || cannot_install "needs apt-get"
 
 # Refuse service starts for the duration of the install, unless the system
 # already has its own policy (containers usually ship one that does the same).
 policy=/usr/sbin/policy-rc.d
 own_policy=0
 if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\n# temporary, from scripts/install-prometheus.sh\nexit 101\n' >"$policy"
-    chmod 0755 "$policy"
+    printf '#!/bin/sh\n# temporary, from scripts/install-prometheus.sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 0755 "$policy"
     own_policy=1
 fi
 cleanup() {
     if [[ "$own_policy" == 1 ]]; then
-        rm -f "$policy"
+        as_root rm -f "$policy"
     fi
 }
 trap cleanup EXIT
 
 if ! apt-cache show prometheus >/dev/null 2>&1; then
-    apt-get update -qq
+    as_root apt-get update -qq
 fi
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 
 # Belt and braces: if a service came up anyway (a host whose policy allows
 # starts), stop it; the tests need the port range to themselves.
@@ -57,10 +73,10 @@ listening_9090() {
 }
 if listening_9090; then
     if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-        systemctl stop prometheus.service || true
-        systemctl disable prometheus.service >/dev/null 2>&1 || true
+        as_root systemctl stop prometheus.service || true
+        as_root systemctl disable prometheus.service >/dev/null 2>&1 || true
     elif [[ -x /etc/init.d/prometheus ]]; then
-        /etc/init.d/prometheus stop >/dev/null || true
+        as_root /etc/init.d/prometheus stop >/dev/null || true
     fi
     if listening_9090; then
         echo "install-prometheus: warning: something still listens on 127.0.0.1:9090 (the tests use other ports)" >&2

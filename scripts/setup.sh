@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned dependencies. `--dev` adds the test tools
-# and Debian's prometheus package (a real server and promtool for the tests).
+# Create .venv and install the pinned dependencies and the helm CLI that renders
+# the charts (scripts/install-helm.sh). `--dev` adds the test tools and Debian's
+# prometheus package (a real server and promtool for the tests).
 # Safe to run again: it only installs what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+# The offline plan renders the Helm charts (runtime and dev alike).
+./scripts/install-helm.sh
 if [ "${1:-}" = "--dev" ]; then
   ./scripts/install-prometheus.sh
 fi

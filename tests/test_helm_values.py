@@ -1,8 +1,8 @@
 """Every Helm value the program sets is one the pinned chart knows.
 
 Helm ignores unknown keys silently: a misspelt `serviceMonitorSelectorNilUsesHelmValue`
-installs fine and does nothing. The charts' own values.yaml files (vendored under
-schemas/helm-values/, see schemas/SOURCES.md) are the contract: every key path we
+installs fine and does nothing. The charts' own values.yaml files (the chart sources
+vendored under charts/, see charts/SOURCES.md) are the contract: every key path we
 set must exist there, except below a key the chart leaves as an open map (`{}`,
 such as nodeSelector, resources or annotations). Subcharts are checked against their
 own values merged with the parent's section for them.
@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from infra import versions
+from infra.plan.render import CHARTS as VALUES
 from tests.conftest import Plan
-from tests.support.schemas import SCHEMA_ROOT
 
-VALUES = SCHEMA_ROOT / "helm-values"
 # release name -> (chart directory, {parent key: subchart directory})
 CHARTS: dict[str, tuple[str, dict[str, str]]] = {
     "karpenter": (f"karpenter-{versions.KARPENTER.version}", {}),
@@ -31,9 +30,8 @@ CHARTS: dict[str, tuple[str, dict[str, str]]] = {
     "kube-prometheus-stack": (
         f"kube-prometheus-stack-{versions.KUBE_PROMETHEUS_STACK.version}",
         {
-            "grafana": "grafana-12.11.1",
-            "kube-state-metrics": "kube-state-metrics-8.4.0",
-            "prometheus-node-exporter": "prometheus-node-exporter-4.56.1",
+            key: f"kube-prometheus-stack-{versions.KUBE_PROMETHEUS_STACK.version}/charts/{key}"
+            for key in ("grafana", "kube-state-metrics", "prometheus-node-exporter")
         },
     ),
     "dcgm-exporter": (f"dcgm-exporter-{versions.DCGM_EXPORTER.version}", {}),
@@ -41,7 +39,17 @@ CHARTS: dict[str, tuple[str, dict[str, str]]] = {
 
 # Keys whose value is a free-form map even where the chart ships a default entry
 # (Karpenter's nodeSelector has `kubernetes.io/os: linux`).
-OPEN_MAPS = {"nodeSelector", "labels", "annotations", "podAnnotations", "podLabels", "resources"}
+OPEN_MAPS = {
+    "nodeSelector",
+    "labels",
+    "annotations",
+    "podAnnotations",
+    "podLabels",
+    "resources",
+    # Pod and container security contexts: charts pass them through with toYaml.
+    "podSecurityContext",
+    "securityContext",
+}
 # Paths a chart reads that its values.yaml does not list: dependency conditions in Chart.yaml.
 CONDITIONS = {"nvidia-device-plugin": {"nfd.enabled"}}  # Chart.yaml: condition: nfd.enabled,gfd.enabled
 

@@ -48,6 +48,7 @@ def test_plan_writes_every_file(written, stack: str) -> None:
         "helm-releases.yaml",
         "manifests",
         "policy-report.json",
+        "rendered",
         "resources.json",
         "summary.md",
     ]
@@ -86,7 +87,7 @@ def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(writ
     assert len(manifests) == len(k8s_objects)
     kinds = sorted({m["kind"] for m in manifests.values()})
     expected = {
-        "ConfigMap", "DaemonSet", "Deployment", "EC2NodeClass", "Namespace", "NodeOverlay", "NodePool",
+        "ConfigMap", "DaemonSet", "Deployment", "EC2NodeClass", "Namespace", "NetworkPolicy", "NodeOverlay", "NodePool",
         "PodDisruptionBudget", "PrometheusRule", "ScaledJob", "ScaledObject", "Secret", "Service", "ServiceAccount",
         "ServiceMonitor", "StorageClass", "TriggerAuthentication",
     }  # fmt: skip

@@ -41,7 +41,7 @@ def random_pool(rng: random.Random, gpu: str) -> dict[str, Any]:
         pool["weight"] = rng.randint(1, 100)
     if rng.random() < 0.3:
         pool["disruptionBudgets"] = [{"nodes": "1"}, {"nodes": "0", "schedule": "@daily", "duration": "1h"}]
-    if rng.random() < 0.2:
+    if rng.random() < 0.2 and gpu == "none":  # GPU pools boot AL2023 (settings); same draws as before
         pool["amiAlias"] = "bottlerocket@1.50.0"
     if gpu != "none" and rng.random() < 0.5:
         pool["warmGpus"] = rng.randint(0, pool["maxGpus"] * pool.get("timeSlicingReplicas", 1))
@@ -105,6 +105,7 @@ def random_config(seed: int) -> dict[str, Any]:
             "name": f"random-{seed}",
             "version": rng.choice(versions.KUBERNETES_VERSIONS),
             "endpointPublicAccess": rng.random() < 0.5,
+            "privateAccess": {"cidrs": ["100.64.0.0/24"]},  # required when the endpoint is private
         },
         "gpu-inference:nodePools": pools,
         "gpu-inference:monitoring": {

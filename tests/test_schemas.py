@@ -55,7 +55,6 @@ def kitchen_sink_config() -> dict:
         "rootVolumeGib": 1000,
         "consolidation": "WhenEmpty",
         "consolidateAfter": "Never",
-        "amiAlias": "bottlerocket@1.50.0",
         "imageCache": {"snapshotId": "snap-0fedcba9876543210", "volumeGib": 2000},
     }
     pools["gpu"].update(

@@ -10,6 +10,7 @@ import pytest
 from pulumi.runtime import config as runtime_config
 
 from infra import settings as stack_settings
+from infra import versions
 from infra.settings import ConfigError, Settings, raw_from_stack_config
 from tests.conftest import STACKS, stack_config
 
@@ -254,6 +255,120 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
             " karpenter.k8s.aws/ec2nodeclass)"
         ],
     ),
+    (
+        "private endpoint with no way in",
+        _drop(f"{CL}/privateAccess"),
+        [
+            "gpu-inference:cluster.privateAccess must list cidrs or securityGroupIds with endpointPublicAccess: false:"
+            " the machine that runs pulumi (a self-hosted runner, VPN or peered network) reaches the API only through"
+            " the private endpoint, on port 443 of the cluster security group (got null)"
+        ],
+    ),
+    (
+        "private endpoint with an empty privateAccess",
+        _set(f"{CL}/privateAccess", {"cidrs": []}),
+        [
+            "gpu-inference:cluster.privateAccess must list cidrs or securityGroupIds with endpointPublicAccess: false:"
+            " the machine that runs pulumi (a self-hosted runner, VPN or peered network) reaches the API only through"
+            ' the private endpoint, on port 443 of the cluster security group (got {"cidrs": [], "securityGroupIds": []})'
+        ],
+    ),
+    (
+        "public address for the private endpoint",
+        _set(f"{CL}/privateAccess/cidrs", ["10.60.8.0/24", "8.8.8.8/32"]),
+        [
+            "gpu-inference:cluster.privateAccess.cidrs[1] must be a private range routed to the VPC (RFC 1918 or"
+            " 100.64.0.0/10): the private endpoint has no public address; public clients need endpointPublicAccess"
+            ' with publicAccessCidrs (got "8.8.8.8/32")'
+        ],
+    ),
+    (
+        "everyone for the private endpoint",
+        _set(f"{CL}/privateAccess/cidrs", ["0.0.0.0/0"]),
+        [
+            "gpu-inference:cluster.privateAccess.cidrs[0] must be a private range routed to the VPC (RFC 1918 or"
+            " 100.64.0.0/10): the private endpoint has no public address; public clients need endpointPublicAccess"
+            ' with publicAccessCidrs (got "0.0.0.0/0")'
+        ],
+    ),
+    (
+        "privateAccess CIDR with host bits",
+        _set(f"{CL}/privateAccess/cidrs", ["10.60.8.7/24"]),
+        [
+            'gpu-inference:cluster.privateAccess.cidrs[0] has host bits set: the network is 10.60.8.0/24 (got "10.60.8.7/24")'
+        ],
+    ),
+    (
+        "privateAccess address without a prefix",
+        _set(f"{CL}/privateAccess/cidrs", ["10.60.8.7"]),
+        [
+            "gpu-inference:cluster.privateAccess.cidrs[0] must be an IPv4 network in CIDR form such as 10.60.8.0/24"
+            ' (got "10.60.8.7")'
+        ],
+    ),
+    (
+        "repeated privateAccess CIDR",
+        _set(f"{CL}/privateAccess/cidrs", ["10.60.8.0/24", "10.60.8.0/24"]),
+        ['gpu-inference:cluster.privateAccess.cidrs must not repeat ["10.60.8.0/24"]'],
+    ),
+    (
+        "bad runner security group",
+        _set(f"{CL}/privateAccess/securityGroupIds", ["sg-12345"]),
+        [
+            "gpu-inference:cluster.privateAccess.securityGroupIds[0] must match ^sg-([0-9a-f]{8}|[0-9a-f]{17})$"
+            ' (got "sg-12345")'
+        ],
+    ),
+    (
+        "misspelt privateAccess key",
+        _set(f"{CL}/privateAccess/cidr", ["10.60.8.0/24"]),
+        ["gpu-inference:cluster.privateAccess.cidr is not a known key (allowed: cidrs, securityGroupIds)"],
+    ),
+    (
+        "Bottlerocket on a dedicated GPU pool",
+        _set(f"{NP}/gpu/amiAlias", "bottlerocket@1.50.0"),
+        [
+            "gpu-inference:nodePools.gpu.amiAlias must be an al2023@ alias on GPU pools (gpu: dedicated), such as"
+            f" al2023@{versions.EKS_AMI_RELEASE}: Bottlerocket's NVIDIA variants run their own device plugin,"
+            " configured through Bottlerocket settings instead of this program's device-plugin ConfigMap;"
+            ' bottlerocket@ is allowed on CPU pools (gpu: none) (got "bottlerocket@1.50.0")'
+        ],
+    ),
+    (
+        "Bottlerocket on a shared GPU pool",
+        _set(f"{NP}/gpu-shared/amiAlias", "bottlerocket@1.51.0"),
+        [
+            "gpu-inference:nodePools.gpu-shared.amiAlias must be an al2023@ alias on GPU pools (gpu: shared), such as"
+            f" al2023@{versions.EKS_AMI_RELEASE}: Bottlerocket's NVIDIA variants run their own device plugin,"
+            " configured through Bottlerocket settings instead of this program's device-plugin ConfigMap;"
+            ' bottlerocket@ is allowed on CPU pools (gpu: none) (got "bottlerocket@1.51.0")'
+        ],
+    ),
+    (
+        "zone IDs that disagree with azCount",
+        _set(f"{NET}/availabilityZoneIds", ["usw2-az1"]),
+        ['gpu-inference:network.availabilityZoneIds must list exactly azCount (2) zone IDs (got ["usw2-az1"])'],
+    ),
+    (
+        "repeated zone ID",
+        _set(f"{NET}/availabilityZoneIds", ["usw2-az1", "usw2-az1"]),
+        ['gpu-inference:network.availabilityZoneIds must not repeat a zone ID (got ["usw2-az1", "usw2-az1"])'],
+    ),
+    (
+        "zone name where a zone ID belongs",
+        _set(f"{NET}/availabilityZoneIds", ["usw2-az1", "us-west-2b"]),
+        ['gpu-inference:network.availabilityZoneIds[1] must match ^[a-z]{2,4}[0-9]-az[0-9]+$ (got "us-west-2b")'],
+    ),
+    (
+        "zones pinned by name and by ID",
+        lambda cfg: cfg[NET].update(
+            availabilityZones=["us-west-2a", "us-west-2b"], availabilityZoneIds=["usw2-az1", "usw2-az2"]
+        ),
+        [
+            "gpu-inference:network.availabilityZoneIds cannot be combined with availabilityZones: pin the zones by ID"
+            ' or by name, not both (got ["usw2-az1", "usw2-az2"])'
+        ],
+    ),
     ("missing region", lambda cfg: cfg.pop("aws:region"), ["aws:region is required"]),
     (
         "bad region",
@@ -263,9 +378,24 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
 ]
 
 
+# Cases that mutate the prod stack (private endpoint).
+PROD_CASES = {
+    "CIDRs with a private endpoint",
+    "private endpoint with no way in",
+    "private endpoint with an empty privateAccess",
+    "public address for the private endpoint",
+    "everyone for the private endpoint",
+    "privateAccess CIDR with host bits",
+    "privateAccess address without a prefix",
+    "repeated privateAccess CIDR",
+    "bad runner security group",
+    "misspelt privateAccess key",
+}
+
+
 @pytest.mark.parametrize(("case", "mutate", "expected"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config_is_rejected_with_exact_message(case: str, mutate: Callable, expected: list[str]) -> None:
-    stack = "prod" if case == "CIDRs with a private endpoint" else "dev"
+    stack = "prod" if case in PROD_CASES else "dev"
     cfg = stack_config(stack)
     mutate(cfg)
     with pytest.raises(ConfigError) as caught:
@@ -404,3 +534,68 @@ def test_config_errors_end_a_pulumi_run_cleanly() -> None:
         settings_of(cfg)
     assert isinstance(caught.value, ConfigError)
     assert "gpu-inference:nodePools.gpu.maxGpus must be >= 1 (got 0)" in str(caught.value)
+
+
+def test_bottlerocket_stays_allowed_on_cpu_pools() -> None:
+    cfg = stack_config("dev")
+    cfg[NP]["cpu"]["amiAlias"] = "bottlerocket@1.50.0"
+    assert settings_of(cfg).node_pools["cpu"].ami_alias == "bottlerocket@1.50.0"
+
+
+def test_private_access_is_optional_with_a_public_endpoint() -> None:
+    """In-VPC clients reach a public+private cluster through its private endpoint too, so the key is allowed."""
+    cfg = stack_config("dev")
+    assert settings_of(cfg).cluster.private_access is None
+    cfg[CL]["privateAccess"] = {"securityGroupIds": ["sg-0123456789abcdef0"], "cidrs": ["100.64.0.0/16"]}
+    access = settings_of(cfg).cluster.private_access
+    assert (access.cidrs, access.security_group_ids) == (("100.64.0.0/16",), ("sg-0123456789abcdef0",))
+
+
+def test_prod_reaches_its_private_endpoint_from_the_runner_network() -> None:
+    cluster = settings_of(stack_config("prod")).cluster
+    assert cluster.endpoint_public_access is False
+    assert cluster.private_access is not None and cluster.private_access.cidrs == ("10.60.8.0/24",)
+
+
+def test_zone_ids_resolve_to_this_accounts_names_in_their_order() -> None:
+    cfg = stack_config("prod")
+    network = settings_of(cfg).network
+    assert network.availability_zone_ids == ("use1-az1", "use1-az2", "use1-az4")
+    # One account's mapping: AWS shuffles names per account, IDs stay put.
+    ids = ["use1-az4", "use1-az6", "use1-az1", "use1-az2", "use1-az3", "use1-az5"]
+    names = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e", "us-east-1f"]
+    assert network.zones_for_ids(ids, names, "us-east-1") == ["us-east-1c", "us-east-1d", "us-east-1a"]
+
+
+def test_a_zone_id_the_region_does_not_offer_is_named() -> None:
+    cfg = stack_config("prod")
+    cfg[NET]["availabilityZoneIds"] = ["use1-az1", "use1-az9", "usw2-az1"]
+    network = settings_of(cfg).network
+    with pytest.raises(ConfigError) as caught:
+        network.zones_for_ids(["use1-az1", "use1-az2"], ["us-east-1a", "us-east-1b"], "us-east-1")
+    assert caught.value.lines == [
+        'gpu-inference:network.availabilityZoneIds[1] is not a zone ID us-east-1 offers to this account (offered: use1-az1, use1-az2) (got "use1-az9")',
+        'gpu-inference:network.availabilityZoneIds[2] is not a zone ID us-east-1 offers to this account (offered: use1-az1, use1-az2) (got "usw2-az1")',
+    ]
+
+
+def test_the_project_file_describes_every_network_and_cluster_key() -> None:
+    """`pulumi config` users read Pulumi.yaml's descriptions; a new key must appear there too."""
+    import yaml
+
+    from infra.plan.run import ROOT
+    from infra.settings import ClusterSettings, NetworkSettings, _inner_model
+
+    def keys(model) -> list[str]:
+        found = []
+        for name, field in model.model_fields.items():
+            found.append(field.alias or name)
+            inner = _inner_model(field.annotation)
+            found += keys(inner) if inner is not None else []
+        return found
+
+    described = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["template"]["config"]
+    for key, model in (("gpu-inference:network", NetworkSettings), ("gpu-inference:cluster", ClusterSettings)):
+        text = described[key]["description"]
+        missing = [k for k in keys(model) if k not in text]
+        assert missing == [], f"{key}: Pulumi.yaml's description does not name {missing}"

@@ -111,6 +111,7 @@ def job_pod_spec(
         "restartPolicy": "Never",
         "nodeSelector": terms.node_selector(),
         **({"tolerations": terms.tolerations()} if terms.tolerations() else {}),
+        **(pods.packing_affinity(pool) if spec.gpus else {}),
         "securityContext": pods.pod_security(fs_group=True),
         "containers": [
             {

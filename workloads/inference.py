@@ -41,6 +41,7 @@ NAMESPACE = "inference"
 SIGNAL_METRIC = metric_names.IN_FLIGHT
 PRE_STOP_SECONDS = 5  # endpoint removal reaches every kube-proxy / load balancer within this
 PROBE_PERIOD_SECONDS = 5
+PROBE_TIMEOUT_SECONDS = 3
 SERVICE_PORT = 80
 
 
@@ -71,6 +72,33 @@ def grace_period_seconds(spec: InferenceSettings) -> int:
     return PRE_STOP_SECONDS + spec.drain_seconds + 10
 
 
+def spread_keys(pool: PoolSettings) -> tuple[str, ...]:
+    """Topology keys a service's pods spread over.
+
+    Karpenter's default `preferencePolicy: Respect` treats a `ScheduleAnyway` spread as
+    required while it plans new nodes (it relaxes it only when a pod fits nowhere, and
+    a new node always fits), so a hostname spread makes N pending pods buy N nodes. On a
+    dedicated pool that is what a GPU per pod costs anyway; on a time-sliced pool it
+    would defeat the slicing: N one-slice pods must share ceil(N / replicas) GPUs.
+    """
+    if pool.gpu == "shared":
+        return ()
+    return ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+
+
+def topology_spread(name: str, pool: PoolSettings) -> list[dict]:
+    """Spread over zones and nodes when capacity allows; never block a scale-out for it."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": labels(name)},
+        }
+        for key in spread_keys(pool)
+    ]
+
+
 def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSettings) -> dict:
     terms = contract.PoolContract(pool_name, pool.gpu)
     gpus = str(spec.gpus)
@@ -90,16 +118,8 @@ def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSetti
         "terminationGracePeriodSeconds": grace_period_seconds(spec),
         # The reference image runs as this user; the volume group lets it write /tmp.
         "securityContext": pods.pod_security(fs_group=True),
-        # Spread over zones and nodes when capacity allows; never block a scale-out for it.
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": key,
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": labels(name)},
-            }
-            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-        ],
+        "topologySpreadConstraints": topology_spread(name, pool),
+        **pods.packing_affinity(pool),
         "containers": [
             {
                 "name": "server",
@@ -113,9 +133,17 @@ def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSetti
                 "startupProbe": {
                     "httpGet": http,
                     "periodSeconds": PROBE_PERIOD_SECONDS,
+                    "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
                     "failureThreshold": startup_failure_threshold(spec.model_load_seconds),
                 },
-                "readinessProbe": {"httpGet": http, "periodSeconds": PROBE_PERIOD_SECONDS, "failureThreshold": 2},
+                # A loaded server answers its probes late: Kubernetes' default 1 s timeout
+                # would turn a busy replica unready exactly when it is needed.
+                "readinessProbe": {
+                    "httpGet": http,
+                    "periodSeconds": PROBE_PERIOD_SECONDS,
+                    "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+                    "failureThreshold": 2,
+                },
                 "livenessProbe": {
                     "httpGet": {"path": "/healthz", "port": "http"},
                     "periodSeconds": 10,
@@ -131,12 +159,19 @@ def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSetti
     }
 
 
+# After creation the HPA that KEDA manages owns `spec.replicas`; later updates leave it
+# alone (`ignore_changes`), so an `up` never resets a scaled-out service.
+REPLICAS_OWNED_BY_HPA = ["spec.replicas"]
+
+
 def deployment(name: str, spec: InferenceSettings, pool: PoolSettings, namespace: str = NAMESPACE) -> dict:
     annotations = {"karpenter.sh/do-not-disrupt": "true"} if spec.do_not_disrupt else {}
     return {
-        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name), "annotations": pods.SKIP_AWAIT},
         "spec": {
-            # No `replicas`: the HPA that KEDA manages owns it, and an update must not reset it.
+            # Created at minReplicas (the API would default to 1, waking a scale-to-zero
+            # service and its GPU node on every first `up`); the HPA owns it afterwards.
+            "replicas": spec.scaling.min_replicas,
             "selector": {"matchLabels": labels(name)},
             # GPUs are scarce: add one new pod before removing an old one, never fewer ready.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -273,6 +308,36 @@ def service_monitor(name: str, spec: InferenceSettings, namespace: str = NAMESPA
     }
 
 
+def network_policy(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+    """Who may reach a service's pods: Prometheus (scrapes), clients that carry the
+    client label, and the KEDA HTTP interceptor when the service wakes through it.
+
+    The VPC CNI's network policy agent enforces it; it always lets the pod's own node
+    (kubelet probes) through (aws/aws-network-policy-agent#65).
+    """
+
+    def peer(ns: str | None, pod_labels: dict[str, str] | None) -> dict:
+        selected: dict = {"namespaceSelector": {"matchLabels": {contract.NAMESPACE_NAME_LABEL: ns}} if ns else {}}
+        if pod_labels:
+            selected["podSelector"] = {"matchLabels": pod_labels}
+        return selected
+
+    sources = [
+        peer(contract.MONITORING_NAMESPACE, contract.PROMETHEUS_POD_LABELS),
+        peer(None, {contract.INFERENCE_CLIENT_LABEL: "true"}),
+    ]
+    if spec.scaling.wakes_through_interceptor:
+        sources.append(peer(keda_http.NAMESPACE, keda_http.INTERCEPTOR_POD_LABELS))
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "podSelector": {"matchLabels": labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": sources, "ports": [{"port": "http", "protocol": "TCP"}]}],
+        },
+    }
+
+
 def _custom_resource(
     resource_name: str, api_version: str, kind: str, obj: dict, opts: pulumi.ResourceOptions
 ) -> k8s.apiextensions.CustomResource:
@@ -296,7 +361,9 @@ class InferenceService(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=dep["metadata"],
             spec=dep["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service_account]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.service_account], ignore_changes=REPLICAS_OWNED_BY_HPA
+            ),
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
@@ -308,6 +375,10 @@ class InferenceService(pulumi.ComponentResource):
             opts=child,
         )
         # maxUnavailable, not minAvailable: with one replica, minAvailable 1 would block every node drain.
+        policy = network_policy(name, spec, ns)
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
+        )
         self.pdb = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata=meta,

@@ -44,14 +44,17 @@ def deployment(
     target_wakes_through_interceptor: bool = False,
 ) -> dict:
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "gpu-inference"}
+    # Let through by the inference services' NetworkPolicies.
+    pod_labels = {**labels, contract.INFERENCE_CLIENT_LABEL: "true"}
     target = target_args(spec, target_wakes_through_interceptor, namespace)
     return {
-        "metadata": {"name": NAME, "namespace": namespace, "labels": labels},
+        # It waits for a CPU node when started; `pulumi up` does not wait with it.
+        "metadata": {"name": NAME, "namespace": namespace, "labels": labels, "annotations": pods.SKIP_AWAIT},
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": pod_labels},
                 "spec": {
                     "nodeSelector": contract.PoolContract(cpu_pool, "none").node_selector(),
                     "automountServiceAccountToken": False,

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+from infra import pods
+
+POD_SECURITY = pods.pod_security_labels("restricted")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,12 @@
 
 Exit 0: plan written, no mandatory policy violation. Exit 2: invalid config
 (key-path errors on stderr, nothing written). Exit 3: plan written, but a
-mandatory policy is violated (named on stderr). Exit 1: the program itself failed.
+mandatory policy is violated (named on stderr). Exit 1: the program itself failed,
+or helm could not render one of its charts (nothing written).
+
+The Helm releases are rendered with helm into rendered/ (infra/plan/render.py).
+Without helm the plan is written all the same, with a warning on stderr and a
+summary that says the charts were not rendered.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Imports after argument parsing so `--help` stays fast.
-    from infra.plan import policies
+    from infra.plan import policies, render
     from infra.plan.run import ROOT, read_stack_file, run_program
     from infra.plan.writer import PlanWriteError, write_plan
 
@@ -46,14 +51,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     outcome = policies.check(recorded, settings.environment, args.policy_config)
     try:
-        counts = write_plan(args.out, args.stack, config_file, settings, recorded, secret_keys, outcome)
+        rendering = render.render(recorded, settings.cluster.version)
+    except render.RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if rendering.missing:
+        print(f"warning: Helm charts not rendered: {rendering.missing}", file=sys.stderr)
+    try:
+        counts = write_plan(args.out, args.stack, config_file, settings, recorded, secret_keys, outcome, rendering)
     except PlanWriteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
     print(
         f"plan for stack {args.stack}: {counts['resources']} resources, {counts['manifests']} Kubernetes manifests,"
-        f" {counts['helm_releases']} Helm releases, {len(outcome.violations)} policy violations"
+        f" {counts['helm_releases']} Helm releases ({counts['rendered_objects']} rendered objects),"
+        f" {len(outcome.violations)} policy violations"
         f" ({len(outcome.mandatory)} mandatory) -> {args.out} ({elapsed:.2f} s)"
     )
     if outcome.mandatory:

@@ -30,10 +30,18 @@ class Recorded:
     custom: bool
     provider: str
     providers: dict[str, str]  # a component's provider map (children inherit it)
-    dependencies: list[str]
+    dependencies: list[str]  # depends_on and property dependencies, component children expanded by the SDK
     inputs: dict[str, Any] = field(default_factory=dict)
+    # The two other edges Pulumi's delete order follows (tests/support/delete_order.py);
+    # left out of as_json while empty, so plan files stay as they were.
+    deleted_with: str = ""
+    replace_with: list[str] = field(default_factory=list)
+    # Resource options that change what `up` and `destroy` do (ignoreChanges,
+    # retainOnDelete, customTimeouts, protect), only those set.
+    options: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
+        edges = {"deletedWith": self.deleted_with, "replaceWith": self.replace_with}
         return {
             "urn": self.urn,
             "type": self.type,
@@ -44,6 +52,8 @@ class Recorded:
             "providers": self.providers,
             "dependencies": self.dependencies,
             "inputs": self.inputs,
+            **{key: value for key, value in edges.items() if value},
+            **({"options": self.options} if self.options else {}),
         }
 
 
@@ -146,7 +156,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             letters = "abcdef"[: ZONE_COUNTS.get(self.region, 3)]
             geo, direction, number = self.region.split("-")
-            zone_id_prefix = f"{geo}{direction[0]}{number}"  # us-west-2 -> usw2, as AWS spells zone IDs
+            # As AWS spells zone IDs: us-west-2 -> usw2, ap-northeast-1 -> apne1, eu-central-1 -> euc1.
+            compass = "".join(w[0] for w in ("north", "south", "east", "west", "central") if w in direction)
+            zone_id_prefix = f"{geo}{compass}{number}"
             return {
                 "id": self.region,
                 "names": [f"{self.region}{c}" for c in letters],
@@ -160,6 +172,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "userId": "AIDAOFFLINEPLAN",
                 "id": ACCOUNT_ID,
             }
+        if token == "aws:iam/getRoles:getRoles":
+            # A fresh account: no role matches (the Spot service-linked role included).
+            return {"arns": [], "names": [], "id": "roles"}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:index/getRegion:getRegion":
@@ -204,6 +219,20 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     providers=dict(sorted(request.providers.items())),
                     dependencies=sorted(request.dependencies),
                     inputs=plain(inputs),
+                    deleted_with=request.deletedWith,
+                    replace_with=sorted(request.replace_with),
+                    options=_options(request),
                 )
             )
         return response
+
+
+def _options(request: Any) -> dict[str, Any]:
+    timeouts = request.customTimeouts
+    options: dict[str, Any] = {
+        "ignoreChanges": sorted(request.ignoreChanges),
+        "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else None,
+        "protect": request.protect if request.HasField("protect") else None,
+        "customTimeouts": {k: v for k in ("create", "update", "delete") if (v := getattr(timeouts, k))},
+    }
+    return {key: value for key, value in options.items() if value}

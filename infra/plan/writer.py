@@ -1,4 +1,5 @@
-"""Write a recorded run as plan files: resources.json, manifests/, helm-releases.yaml, summary.md."""
+"""Write a recorded run as plan files: resources.json, manifests/, helm-releases.yaml,
+rendered/ (every Helm release as helm renders it), summary.md."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import yaml
 from infra import cost, versions
 from infra.plan.mocks import Recorded
 from infra.plan.policies import PolicyOutcome
+from infra.plan.render import HELM_RELEASE, RenderError, Rendering, object_files
 from infra.settings import Settings
 
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 K8S_PROVIDER = "pulumi:providers:kubernetes"
 
 
@@ -61,6 +62,7 @@ def write_plan(
     recorded: list[Recorded],
     secret_keys: list[str],
     policies: PolicyOutcome,
+    rendering: Rendering | None = None,
 ) -> dict[str, int]:
     manifests = [manifest(r) for r in recorded if is_manifest(r)]
     releases = sorted((helm_release(r) for r in recorded if r.type == HELM_RELEASE), key=lambda r: r["name"])
@@ -68,6 +70,10 @@ def write_plan(
     dupes = [n for n, c in Counter(names).items() if c > 1]
     if dupes:
         raise PlanWriteError(f"two Kubernetes objects would share a name: {', '.join(dupes)}")
+    try:
+        rendered = object_files(rendering) if rendering is not None else {}
+    except RenderError as exc:
+        raise PlanWriteError(str(exc)) from None
 
     estimate = cost.estimate(cost.CostInputs.from_settings(settings))
     _check_replaceable(out)
@@ -86,8 +92,12 @@ def write_plan(
             (staging / "manifests" / name).write_text(yaml.safe_dump(obj, sort_keys=False))
         (staging / "helm-releases.yaml").write_text(yaml.safe_dump(releases, sort_keys=False))
         (staging / "policy-report.json").write_text(policies.as_json())
+        for path, text in rendered.items():
+            (staging / "rendered" / path).parent.mkdir(parents=True, exist_ok=True)
+            (staging / "rendered" / path).write_text(text)
         text = (
             summary(stack, settings, recorded, manifests, releases, secret_keys)
+            + "\n".join(["", *rendered_lines(rendering)])
             + "\n".join(["", *cost_lines(estimate)])
             + "\n".join(["", *policies.summary_lines()])
         )
@@ -99,7 +109,34 @@ def write_plan(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return {"resources": len(recorded), "manifests": len(manifests), "helm_releases": len(releases)}
+    return {
+        "resources": len(recorded),
+        "manifests": len(manifests),
+        "helm_releases": len(releases),
+        "rendered_objects": len(rendered),
+    }
+
+
+def rendered_lines(rendering: Rendering | None) -> list[str]:
+    """The summary's section on rendered charts: objects and kinds per release, or why there are none."""
+    lines = ["## Rendered charts", ""]
+    if rendering is None or rendering.missing:
+        why = rendering.missing if rendering else "rendering was not requested"
+        return [*lines, f"Charts were **not rendered**: {why}. `rendered/` is absent from this plan.", ""]
+    lines += [
+        f"`helm template` ({rendering.helm_version}) of the vendored charts under `charts/`, as installed on a"
+        " fresh cluster: `--api-versions` holds the CRDs of the releases each one depends on. One file per"
+        " object under `rendered/<release>/`.",
+        "",
+        "| release | chart | objects | kinds |",
+        "|---|---|---|---|",
+    ]
+    for name, rendered in rendering.releases.items():
+        kinds = Counter(obj["kind"] for obj in rendered.objects)
+        listed = ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in sorted(kinds.items()))
+        release = rendered.release
+        lines.append(f"| {name} | {release.chart} {release.version} | {len(rendered.objects)} | {listed} |")
+    return [*lines, ""]
 
 
 def _check_replaceable(out: Path) -> None:

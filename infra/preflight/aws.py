@@ -27,7 +27,7 @@ from botocore.exceptions import (
 )
 
 from infra.preflight.checks import QUOTAS, Facts, InstanceFacts, Quota, ami_parameters, needed_quota_codes
-from infra.settings import Settings
+from infra.settings import ConfigError, Settings
 
 MAX_ATTEMPTS = 5  # botocore's, per request
 THROTTLE_ROUNDS = 4  # ours, each a full botocore round
@@ -151,17 +151,25 @@ def check_credentials(session: Any) -> None:
         raise PreflightError(_no_credentials())
 
 
-def zones(ec2: Any, settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(zones the stack uses, every available zone of the region).
+def zones(ec2: Any, settings: Settings, region: str) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+    """(zones the stack uses, every available zone of the region, zone name -> zone ID).
 
-    Like the program (`__main__.py`): the configured zones, else the first
-    `azCount` of the available zones that need no opt-in, sorted by name.
+    Like the program (`__main__.py`): the configured zones, or those of the
+    configured zone IDs, else the first `azCount` of the available zones that
+    need no opt-in, sorted by name.
     """
     answer = call(ec2.describe_availability_zones, Filters=[{"Name": "state", "Values": ["available"]}])
     rows = [z for z in answer["AvailabilityZones"] if z.get("ZoneType", "availability-zone") == "availability-zone"]
     available = tuple(sorted(z["ZoneName"] for z in rows))
+    ids = {z["ZoneName"]: z.get("ZoneId", "") for z in rows}
     if settings.network.availability_zones:
-        return tuple(settings.network.availability_zones), available
+        return tuple(settings.network.availability_zones), available, ids
+    if settings.network.availability_zone_ids:
+        try:
+            pinned = settings.network.zones_for_ids(list(ids.values()), list(ids), region)
+        except ConfigError as exc:
+            raise PreflightError("; ".join(exc.lines)) from None
+        return tuple(pinned), available, ids
     default = sorted(
         z["ZoneName"] for z in rows if z.get("OptInStatus", "opt-in-not-required") == "opt-in-not-required"
     )
@@ -170,7 +178,7 @@ def zones(ec2: Any, settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...
             f"network.azCount is {settings.network.az_count} but the region offers {len(default)} zones"
             f" ({', '.join(default)})"
         )
-    return tuple(default[: settings.network.az_count]), available
+    return tuple(default[: settings.network.az_count]), available, ids
 
 
 def instance_types(ec2: Any, families: list[str]) -> dict[str, InstanceFacts]:
@@ -247,7 +255,7 @@ def gather(session: Any, settings: Settings, region: str) -> Facts:
         )
     except BotoCoreError as exc:
         raise PreflightError(f"cannot create AWS clients for {region}: {exc}") from None
-    used, available = zones(ec2, settings)
+    used, available, zone_ids = zones(ec2, settings, region)
     wrong = [z for z in used if not z.startswith(region)]
     if wrong:
         raise PreflightError(
@@ -260,6 +268,7 @@ def gather(session: Any, settings: Settings, region: str) -> Facts:
         region=region,
         zones=used,
         region_zones=available,
+        zone_ids={z: zone_ids[z] for z in used if zone_ids.get(z)},
         instance_types=types,
         offerings=offerings(ec2, used, list(types)) if types else {z: frozenset() for z in used},
         quotas={code: quota(quotas_client, code) for code in needed_quota_codes(settings)},

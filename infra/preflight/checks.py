@@ -105,6 +105,7 @@ class Facts:
     offerings: Mapping[str, frozenset[str]]  # zone -> instance types offered there
     quotas: Mapping[str, Quota]
     amis: Mapping[str, str | None]  # SSM parameter -> image id (None: no such parameter)
+    zone_ids: Mapping[str, str] = field(default_factory=dict)  # zone name -> zone ID (use1-az3), where known
 
 
 # --- report -------------------------------------------------------------------------
@@ -296,12 +297,17 @@ def _coverage(report: Report, name: str, pool: PoolSettings, zones: list[str], f
         )
         return coverage
     for zone in empty:
+        # Names are shuffled per account; the ID is what network.availabilityZoneIds pins
+        # (us-east-1's use1-az3, for one, has none of the current GPU families).
+        zone_id = facts.zone_ids.get(zone)
+        where = f"{zone} ({zone_id})" if zone_id else zone
+        hint = "; to use another zone, pin network.availabilityZoneIds without it" if zone_id else ""
         report.findings.append(
             Finding(
                 "warning",
                 f"pool {name}",
-                f"{zone} offers none of {listed}: its nodes can only launch in {', '.join(covered)}",
-                {"pool": name, "zone": zone, "coveredZones": covered},
+                f"{where} offers none of {listed}: its nodes can only launch in {', '.join(covered)}{hint}",
+                {"pool": name, "zone": zone, "zoneId": zone_id, "coveredZones": covered},
             )
         )
     offered = {family_of(t) for types in coverage.values() for t in types}

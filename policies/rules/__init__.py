@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import Policy
 
-from policies.rules import aws_resources, cluster, cost, helm, nodeclasses, nodepools, workloads
+from policies.rules import aws_resources, cluster, cost, helm, nodeclasses, nodepools, pod_security, workloads
 
 
 def all_policies() -> list[Policy]:
@@ -14,6 +14,7 @@ def all_policies() -> list[Policy]:
         *cluster.POLICIES,
         *helm.POLICIES,
         *workloads.POLICIES,
+        *pod_security.POLICIES,
         *aws_resources.POLICIES,
         *cost.POLICIES,
     ]

@@ -78,11 +78,12 @@ def cost_inputs(resources: list[PolicyResource]) -> cost.CostInputs | None:
     )
 
 
-def _pool(props: Mapping[str, Any], warm: Mapping[str, int]) -> cost.PoolCostInputs:
+def _pool(props: Mapping[str, Any], warm: Mapping[str, tuple[int, float, float]]) -> cost.PoolCostInputs:
     name = str(dig(props, "metadata", "name"))
     limits = dig(props, "spec", "limits") or {}
     replicas = quantity(dig(props, "metadata", "annotations", contract.TIME_SLICING_REPLICAS_ANNOTATION)) or 1
     gpus = quantity(limits.get(contract.GPU_RESOURCE))
+    units, cpu, memory = warm.get(name, (0, 0.0, 0.0))
     return cost.PoolCostInputs(
         name=name,
         families=tuple(requirement_values(props, contract.INSTANCE_FAMILY_LABEL) or ()),
@@ -91,18 +92,30 @@ def _pool(props: Mapping[str, Any], warm: Mapping[str, int]) -> cost.PoolCostInp
         max_gpus=gpus / replicas if gpus is not None else None,
         max_memory_gib=quantity(limits.get("memory"), "memory"),
         # The annotation counts the pool's unit (slices on a shared pool); cost wants physical GPUs.
-        warm_gpus=math.ceil(warm.get(name, 0) / replicas),
+        warm_gpus=math.ceil(units / replicas),
+        warm_cpu_per_gpu=cpu * replicas,
+        warm_memory_gib_per_gpu=memory * replicas,
     )
 
 
-def _warm_gpus(deployments: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Pool -> GPUs (slices on a shared pool) held warm, from the headroom Deployments' annotation."""
-    warm: dict[str, int] = {}
+def _warm_gpus(deployments: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, float, float]]:
+    """Pool -> (GPUs held warm (slices on a shared pool), CPUs and GiB held beside each), from
+    the headroom Deployments' annotation and their placeholders' requests."""
+    warm: dict[str, tuple[int, float, float]] = {}
     for props in deployments:
         value = dig(props, "metadata", "annotations", contract.WARM_GPUS_ANNOTATION)
-        pool = (dig(pod_spec(DEPLOYMENT, props) or {}, "nodeSelector") or {}).get(contract.NODEPOOL_LABEL)
-        if value is not None and pool:
-            warm[pool] = warm.get(pool, 0) + int(quantity(value) or 0)
+        spec = pod_spec(DEPLOYMENT, props) or {}
+        pool = (spec.get("nodeSelector") or {}).get(contract.NODEPOOL_LABEL)
+        if value is None or not pool:
+            continue
+        requests = dig((spec.get("containers") or [{}])[0], "resources", "requests") or {}
+        per_pod = quantity(requests.get(contract.GPU_RESOURCE)) or 1
+        units, cpu, memory = warm.get(pool, (0, 0.0, 0.0))
+        warm[pool] = (
+            units + int(quantity(value) or 0),
+            max(cpu, (quantity(requests.get("cpu")) or 0.0) / per_pod),
+            max(memory, (quantity(requests.get("memory"), "memory") or 0.0) / per_pod),
+        )
     return warm
 
 

@@ -214,8 +214,39 @@ def test_a_zone_offering_none_of_the_families_is_a_warning(moto, tmp_path, capsy
     # moto's us-west-2d offers no g5.
     code, out, err = preflight(tmp_path, capsys, dev(["us-west-2c", "us-west-2d"], ["g5"]), G_ONLY)
     assert code == 0, err
-    assert "warning: pool gpu: us-west-2d offers none of g5: its nodes can only launch in us-west-2c" in out
+    assert (
+        "warning: pool gpu: us-west-2d (usw2-az4) offers none of g5: its nodes can only launch in us-west-2c;"
+        " to use another zone, pin network.availabilityZoneIds without it"
+    ) in out
     assert "nothing blocks (1 warnings)" in out
+
+
+def test_zones_pinned_by_id_are_checked_under_this_accounts_names(moto, tmp_path, capsys):
+    # moto's us-east-1 maps use1-az3 to us-east-1e and use1-az1 to us-east-1b, and, like
+    # AWS, offers none of today's families in use1-az3.
+    config = dev()
+    config["aws:region"] = "us-east-1"
+    config[NETWORK]["availabilityZoneIds"] = ["use1-az3", "use1-az1"]
+    code, out, err = preflight(tmp_path, capsys, config, G_ONLY)
+    assert code == 0, err
+    assert "zones us-east-1e, us-east-1b" in out
+    for pool, families in (("cpu", "c7i, m7i"), ("gpu", "g5, g6"), ("gpu-shared", "g6")):
+        assert (
+            f"warning: pool {pool}: us-east-1e (use1-az3) offers none of {families}: its nodes can only launch in"
+            " us-east-1b; to use another zone, pin network.availabilityZoneIds without it"
+        ) in out
+
+
+def test_a_pinned_zone_id_the_region_lacks_is_named(moto, tmp_path, capsys):
+    config = dev()
+    config[NETWORK]["availabilityZoneIds"] = ["usw2-az1", "usw2-az9"]
+    code, _out, err = preflight(tmp_path, capsys, config, {}, amis={})  # stops before quotas and AMIs
+    assert code == 1
+    assert (
+        "error: preflight for stack check in us-west-2 could not run: gpu-inference:network.availabilityZoneIds[1]"
+        " is not a zone ID us-west-2 offers to this account (offered: usw2-az1, usw2-az2, usw2-az3, usw2-az4)"
+        ' (got "usw2-az9")'
+    ) in err
 
 
 def test_a_family_offered_in_no_zone_is_a_warning_when_others_cover(moto, tmp_path, capsys):

@@ -8,7 +8,9 @@ The config is generated: one scrape job per (job, metrics path), one static
 config per target with its extra labels, so scraped series carry
 `namespace`/`service`/`pod` the way a ServiceMonitor would add them. Rule files
 can be loaded too. The binaries come from Debian's `prometheus` package
-(`scripts/install-prometheus.sh`); without them tests skip with `SKIP_REASON`.
+(`scripts/install-prometheus.sh`); without them tests skip with `SKIP_REASON`,
+unless `GPUINF_REQUIRE_TOOLS=1` (CI sets it): then each of those skips is a
+failure, so a runner that lost the binaries cannot pass by skipping.
 
 Only the standard library is used to talk to the server (`/-/ready`,
 `/api/v1/query`, any other `/api/v1/...` path through `api`).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -29,11 +32,15 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import yaml
 
+if TYPE_CHECKING:  # bench/ imports this module too, without pytest
+    import pytest
+
 SKIP_REASON = "prometheus not installed: run scripts/install-prometheus.sh (Debian package prometheus)"
+REQUIRE_TOOLS_ENV = "GPUINF_REQUIRE_TOOLS"
 
 QueryResult = float | str | list["Sample"] | list["RangeSeries"]
 
@@ -46,6 +53,23 @@ def prometheus_binary() -> str | None:
 def promtool_binary() -> str | None:
     """Path of `promtool`, or None when it is not installed."""
     return shutil.which("promtool")
+
+
+def tools_required() -> bool:
+    """True when `GPUINF_REQUIRE_TOOLS=1`: a missing prometheus/promtool fails the tests that need it."""
+    return os.environ.get(REQUIRE_TOOLS_ENV, "") == "1"
+
+
+def fail_required_skip(report: pytest.TestReport) -> None:
+    """Turn a report skipped for SKIP_REASON into a failure under GPUINF_REQUIRE_TOOLS=1.
+
+    For the conftests' `pytest_runtest_makereport`: one place that catches both the
+    `skipif(..., reason=SKIP_REASON)` markers of the test modules and `pytest.skip(SKIP_REASON)`
+    in fixtures, so a new test that skips the usual way is covered too.
+    """
+    if report.skipped and tools_required() and SKIP_REASON in str(report.longrepr):
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE_TOOLS_ENV}=1 but {SKIP_REASON}"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ SCHEMA_ROOT = Path(__file__).resolve().parents[2] / "schemas"
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> openAPIV3Schema, for every vendored CRD version."""
     found: dict[tuple[str, str], dict] = {}
-    for path in sorted(SCHEMA_ROOT.rglob("*.yaml")):
+    # iam/ holds CloudFormation (its `!Sub` tags are not plain YAML), never CRDs.
+    for path in sorted(p for p in SCHEMA_ROOT.rglob("*.yaml") if p.parent.name != "iam"):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue

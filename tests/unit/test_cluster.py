@@ -43,7 +43,7 @@ def test_eks_cluster_inputs() -> None:
 
 
 def test_private_endpoint_has_no_public_cidrs() -> None:
-    eks = named(_cluster(endpointPublicAccess=False), "c-eks").inputs
+    eks = named(_cluster(endpointPublicAccess=False, privateAccess={"cidrs": ["10.60.8.0/24"]}), "c-eks").inputs
     assert eks["endpointPublicAccess"] is False
     assert "publicAccessCidrs" not in eks
 
@@ -101,3 +101,41 @@ def test_kubernetes_provider_gets_the_kubeconfig_as_a_secret() -> None:
     assert provider[0].inputs["kubeconfig"] == SECRET
     assert "gpuinf:cluster:Cluster$" in provider[0].urn
     assert_parented(resources, "gpuinf:cluster:Cluster")
+
+
+RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+RUNNER_SG = "sg-0123456789abcdef0"
+
+
+def test_private_access_opens_https_from_each_source_on_the_cluster_security_group() -> None:
+    resources = _cluster(
+        endpointPublicAccess=False,
+        privateAccess={"cidrs": ["10.60.8.0/24", "10.61.0.0/16"], "securityGroupIds": [RUNNER_SG]},
+    )
+    cluster_sg = named(resources, "c-sg-discovery").inputs["resourceId"]
+    rules = {r.name: r for r in of_type(resources, RULE)}
+    assert sorted(rules) == ["c-api-from-cidr-10-60-8-0-24", "c-api-from-cidr-10-61-0-0-16", f"c-api-from-{RUNNER_SG}"]
+    for rule in rules.values():
+        got = {k: rule.inputs[k] for k in ("securityGroupId", "ipProtocol", "fromPort", "toPort")}
+        assert got == {"securityGroupId": cluster_sg, "ipProtocol": "tcp", "fromPort": 443, "toPort": 443}, rule.name
+        assert "privateAccess" in rule.inputs["description"]
+    assert rules["c-api-from-cidr-10-60-8-0-24"].inputs["cidrIpv4"] == "10.60.8.0/24"
+    assert "referencedSecurityGroupId" not in rules["c-api-from-cidr-10-60-8-0-24"].inputs
+    assert rules[f"c-api-from-{RUNNER_SG}"].inputs["referencedSecurityGroupId"] == RUNNER_SG
+    assert "cidrIpv4" not in rules[f"c-api-from-{RUNNER_SG}"].inputs
+    # Kubernetes objects go through the provider: it waits for (and on destroy outlives) the rules.
+    provider = of_type(resources, "pulumi:providers:kubernetes")[0]
+    assert {r.urn for r in rules.values()} <= set(provider.dependencies)
+    assert_parented(resources, "gpuinf:cluster:Cluster")
+
+
+def test_no_private_access_no_rules() -> None:
+    assert of_type(_cluster(), RULE) == []
+
+
+def test_prod_plan_lets_its_runner_network_reach_the_private_endpoint(prod_plan) -> None:
+    cluster_sg = prod_plan.one("aws:ec2/tag:Tag", "cluster-sg-discovery").inputs["resourceId"]
+    rule = prod_plan.one(RULE)
+    assert rule.inputs["securityGroupId"] == cluster_sg and cluster_sg.startswith("sg-")
+    assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (443, 443, "tcp")
+    assert rule.inputs["cidrIpv4"] == "10.60.8.0/24"

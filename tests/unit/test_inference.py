@@ -49,7 +49,9 @@ def test_pod_lands_on_its_pool_with_contract_terms_and_gpu_requests(llm, dev):
     assert server["resources"]["requests"][contract.GPU_RESOURCE] == "1"
     assert server["resources"]["limits"][contract.GPU_RESOURCE] == "1"
     assert server["resources"]["requests"]["memory"] == f"{dev.inference['llm'].memory_gib}Gi"
-    assert "replicas" not in spec, "the HPA owns replicas; an update must not reset them"
+    # Created at minReplicas: without `replicas` the API defaults to 1, and the first `up`
+    # of a scale-to-zero service would buy a GPU node for nothing.
+    assert spec["replicas"] == dev.inference["llm"].scaling.min_replicas
 
 
 def test_probes_and_drain_derive_from_model_load_and_drain_time(llm, dev):

@@ -6,7 +6,7 @@ import yaml
 
 from infra import contract, keda_http, versions
 from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
-from tests.support.schemas import SCHEMA_ROOT
+from infra.plan import render
 from tests.unit.helpers import assert_parented, build, named
 
 
@@ -36,9 +36,7 @@ def test_addresses_match_the_pinned_charts_service_names_and_ports() -> None:
     """The chart names its Services `<chart name>-<values' service name>` (templates/scaler/service.yaml,
     templates/interceptor/service-proxy.yaml); read names and ports from its vendored values.yaml."""
     chart = yaml.safe_load(
-        (
-            SCHEMA_ROOT / "helm-values" / f"keda-add-ons-http-{versions.KEDA_HTTP_ADD_ON_VERSION}" / "values.yaml"
-        ).read_text()
+        (render.CHARTS / f"keda-add-ons-http-{versions.KEDA_HTTP_ADD_ON_VERSION}" / "values.yaml").read_text()
     )
     scaler, proxy = chart["scaler"], chart["interceptor"]["proxy"]
     assert f"{keda_http.CHART_NAME}-{scaler['service']}.keda:{scaler['grpcPort']}" == keda_http.EXTERNAL_SCALER

@@ -76,8 +76,16 @@ def test_dcgm_exporter_runs_on_gpu_nodes_only_with_pod_labels(resources, prod):
     values = dcgm["values"]
     assert values["affinity"] == contract.gpu_node_affinity()
     assert values["tolerations"] == contract.gpu_daemon_tolerations()
-    assert values["serviceMonitor"]["enabled"] is True and values["serviceMonitor"]["honorLabels"] is True
-    assert values["arguments"][-2:] == ["-c", str(prod.monitoring.dcgm_interval_ms)]
+    assert values["serviceMonitor"]["honorLabels"] is True  # the chart enables its ServiceMonitor by default
+    # One string per flag: the chart renders arguments unquoted, so a bare number would
+    # become a YAML integer in `args` and the API server would reject the DaemonSet.
+    assert values["arguments"] == [
+        "--collectors=/etc/dcgm-exporter/default-counters.csv",
+        f"--collect-interval={prod.monitoring.dcgm_interval_ms}",
+    ]
+    assert all(isinstance(arg, str) and arg.startswith("--") for arg in values["arguments"])
+    monitor = values["serviceMonitor"]
+    assert monitor["scrapeTimeout"] == monitor["interval"] == f"{prod.monitoring.dcgm_interval_ms // 1000}s"
     assert f"{values['image']['repository']}:{values['image']['tag']}" == versions.IMAGES["dcgm-exporter"]
 
 

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from infra import contract
 from infra.network import Network, NetworkArgs
-from infra.settings import NetworkSettings
+from infra.settings import ConfigError, NetworkSettings
+from tests.conftest import plan_of, stack_config
 from tests.unit.helpers import assert_parented, build, of_type
 
 ZONES3 = ["us-west-2a", "us-west-2b", "us-west-2c"]
@@ -56,3 +59,27 @@ def test_everything_is_a_child_of_the_component() -> None:
     assert_parented(resources, "gpuinf:network:Network")
     vpc = of_type(resources, "aws:ec2/vpc:Vpc")[0]
     assert vpc.inputs["enableDnsHostnames"] is True and vpc.name == "net-vpc"
+
+
+def test_prod_pins_its_zones_by_id(prod_plan) -> None:
+    """`availabilityZoneIds` become the names this account's region gives them (the offline
+    plan's mock maps usw2/use1-azN to the Nth letter): use1-az3, `c` here, is left out."""
+    assert prod_plan.settings.network.availability_zone_ids == ("use1-az1", "use1-az2", "use1-az4")
+    subnets = prod_plan.of_type("aws:ec2/subnet:Subnet")
+    assert sorted({s.inputs["availabilityZone"] for s in subnets}) == ["us-east-1a", "us-east-1b", "us-east-1d"]
+
+
+def test_a_zone_id_the_region_lacks_stops_the_program_with_the_key() -> None:
+    cfg = stack_config("dev")
+    cfg["gpu-inference:network"]["availabilityZoneIds"] = ["usw2-az2", "use1-az1"]
+    with pytest.raises(ConfigError) as caught:
+        plan_of(cfg)
+    assert caught.value.lines == [
+        "gpu-inference:network.availabilityZoneIds[1] is not a zone ID us-west-2 offers to this account"
+        ' (offered: usw2-az1, usw2-az2, usw2-az3, usw2-az4) (got "use1-az1")'
+    ]
+
+
+def test_unpinned_zones_are_the_first_by_name(dev_plan) -> None:
+    subnets = dev_plan.of_type("aws:ec2/subnet:Subnet")
+    assert sorted({s.inputs["availabilityZone"] for s in subnets}) == ["us-west-2a", "us-west-2b"]

@@ -96,11 +96,10 @@ def test_nodeclass_is_imdsv2_encrypted_pinned_and_tagged(resources) -> None:
 def test_bottlerocket_keeps_images_on_the_data_volume() -> None:
     pool = PoolSettings.parse(
         {
-            "gpu": "dedicated",
-            "instanceFamilies": ["g6"],
+            "gpu": "none",  # Bottlerocket is for CPU pools only (settings: GPU pools boot AL2023)
+            "instanceFamilies": ["c7i"],
             "capacityTypes": ["spot"],
             "maxCpu": 8,
-            "maxGpus": 1,
             "rootVolumeGib": 300,
             "amiAlias": "bottlerocket@1.50.0",
         }

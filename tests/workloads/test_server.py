@@ -308,16 +308,42 @@ def test_drain_finishes_accepted_work_and_refuses_new(model: Model) -> None:
             drained = srv.spawn(srv.server.drain())
             ready = await get(session, srv.url + "/readyz")
             refused = await post(session, url, {"inputs": [row(9)]})
+            # Two round trips through the server's loop: a drain that did not wait is done by now.
+            done_while_blocked = drained.done()
             gated.release()
             answers = await asyncio.gather(*accepted)
-            return ready, refused, answers, await asyncio.wrap_future(drained)
+            return ready, refused, done_while_blocked, answers, await asyncio.wrap_future(drained)
 
-        ready, refused, answers, drained = run(scenario)
+        ready, refused, done_while_blocked, answers, drained = run(scenario)
+    assert not done_while_blocked, "the drain finished while 3 accepted requests were still in the model"
     assert ready == (503, json.dumps({"status": "draining"}))
     assert refused[0] == 503 and "shutting down" in refused[2]["error"]
     assert refused[1].get("Connection", "").lower() == "close"
     assert [a[0] for a in answers] == [200, 200, 200], "every request accepted before the drain is answered"
     assert drained is True
+
+
+def test_a_timed_out_drain_answers_what_is_left_with_503(model: Model) -> None:
+    """Past DRAIN_TIMEOUT_S the requests still unanswered get a 503 to retry elsewhere, not a dropped connection."""
+    gated = GatedModel(model)
+    with ThreadServer(config(max_batch_size=1, max_wait_ms=0, drain_timeout_s=0.05), model=gated) as srv:
+        url = srv.url + PREDICT_PATH
+
+        async def scenario(session: aiohttp.ClientSession):
+            accepted = [asyncio.create_task(post(session, url, {"inputs": [row(i)]})) for i in range(3)]
+            await wait_for_metric(session, srv.url, IN_FLIGHT, 3)
+            drained = await asyncio.wrap_future(srv.spawn(srv.server.drain()))
+            closing = srv.spawn(srv.server.close())
+            answers = await asyncio.gather(*accepted)  # the model is still blocked
+            gated.release()
+            await asyncio.wrap_future(closing)
+            return drained, answers
+
+        drained, answers = run(scenario)
+    assert drained is False, "the drain reports that it timed out"
+    assert [a[0] for a in answers] == [503, 503, 503], answers
+    for _, headers, body in answers:
+        assert "retry on another replica" in body["error"] and headers.get("Connection", "").lower() == "close"
 
 
 def test_drain_grace_still_accepts_new_requests(model: Model) -> None:

@@ -13,9 +13,21 @@ import aiohttp
 import pytest
 
 from tests.workloads.helpers import ROOT, WAIT_S, ServerProcess, get, post, row, run, sample, scrape, wait_until
-from workloads.server.app import PREDICT_PATH
+from workloads.server.app import CLOSE_TIMEOUT_S, PREDICT_PATH
 from workloads.server.config import ServerConfig
 from workloads.server.metric_names import IN_FLIGHT, REQUESTS_TOTAL
+
+
+async def until_ready(session: aiohttp.ClientSession, url: str) -> None:
+    async def ready() -> bool:
+        return (await get(session, url + "/readyz"))[0] == 200
+
+    await wait_until(ready, "the model to load")
+
+
+def send(session: aiohttp.ClientSession, url: str, n: int) -> list[asyncio.Task]:
+    """n concurrent predictions on one session (n keep-alive connections)."""
+    return [asyncio.create_task(post(session, url + PREDICT_PATH, {"inputs": [row(i)]})) for i in range(n)]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -66,11 +78,8 @@ def test_sigterm_drains_every_request_then_exits_0(tmp_path: Path) -> None:
         url = server.wait_listening()
 
         async def scenario(session: aiohttp.ClientSession):
-            async def ready() -> bool:
-                return (await get(session, url + "/readyz"))[0] == 200
-
-            await wait_until(ready, "the model to load")
-            requests = [asyncio.create_task(post(session, url + PREDICT_PATH, {"inputs": [row(i)]})) for i in range(n)]
+            await until_ready(session, url)
+            requests = send(session, url, n)
 
             async def all_accepted() -> bool:
                 text = await scrape(session, url)
@@ -115,18 +124,60 @@ async def _probe_after_sigterm(session: aiohttp.ClientSession, url: str) -> tupl
     return readyz, refused
 
 
+def test_sigterm_waits_for_work_longer_than_the_listeners_close_grace(tmp_path: Path) -> None:
+    """The drain, not aiohttp's shutdown grace, is what keeps accepted requests alive.
+
+    Closing the listener waits at most 2 x CLOSE_TIMEOUT_S for running handlers (aiohttp
+    waits once, cancels the request, waits again). The batch in flight at SIGTERM here runs
+    longer than that, so its requests get their 200 only if the drain waits for them, with
+    the listener still open: readiness 503, and new requests a clean 503 meanwhile.
+    """
+    n = 8
+    batch_ms = int((2 * CLOSE_TIMEOUT_S + 1.5) * 1000)
+    env = {"EXTRA_BATCH_LATENCY_MS": str(batch_ms), "MAX_BATCH_SIZE": str(n), "MAX_WAIT_MS": "250"}
+    server = ServerProcess(tmp_path / "server.log", env={**env, "TERM_GRACE_S": "0", "DRAIN_TIMEOUT_S": "60"})
+    try:
+        url = server.wait_listening()
+
+        async def scenario(session: aiohttp.ClientSession):
+            await until_ready(session, url)
+            requests = send(session, url, n)
+
+            async def all_in_flight() -> bool:
+                return sample(await scrape(session, url), IN_FLIGHT) == n
+
+            await wait_until(all_in_flight, f"all {n} requests to be in flight")
+            server.proc.send_signal(signal.SIGTERM)
+
+            async def not_ready() -> bool:
+                return (await get(session, url + "/readyz"))[0] != 200
+
+            await wait_until(not_ready, "/readyz to stop answering 200 after SIGTERM")
+            readyz = await get(session, url + "/readyz")
+            refused = await post(session, url + PREDICT_PATH, {"inputs": [row(99)]})
+            return readyz, refused, await asyncio.gather(*requests)
+
+        readyz, refused, answers = run(scenario)
+        exit_code = server.proc.wait(WAIT_S)
+    finally:
+        server.stop()
+    log = server.log()
+    assert readyz == (503, '{"status": "draining"}'), f"/readyz during the drain: {readyz}\n{log}"
+    assert refused[0] == 503 and "shutting down" in refused[2]["error"], f"a new request during the drain: {refused}"
+    assert refused[1].get("Connection", "").lower() == "close"
+    assert [a[0] for a in answers] == [200] * n, f"accepted requests not answered 200: {answers}\n{log}"
+    # Answered during the drain: keep-alive clients are told to reconnect (to a pod that stays).
+    assert all(a[1].get("Connection", "").lower() == "close" for a in answers), [a[1] for a in answers]
+    assert exit_code == 0, log
+    assert "every accepted request was answered" in log, log
+
+
 def test_idle_server_exits_0_on_sigterm(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "server.log")
     try:
         url = server.wait_listening()
 
-        async def ready(session: aiohttp.ClientSession) -> None:
-            async def check() -> bool:
-                return (await get(session, url + "/readyz"))[0] == 200
-
-            await wait_until(check, "the model to load")
-
-        run(ready)
+        run(lambda session: until_ready(session, url))
     finally:
         code = server.stop()
     assert code == 0, server.log()

@@ -14,8 +14,9 @@ Shutdown, and how it meets Kubernetes' pod termination:
    propagation delay; set it to a few seconds where no preStop hook exists),
    then answers new requests with 503 + `Connection: close` while every request
    already accepted (queued or running) completes, for at most DRAIN_TIMEOUT_S.
-4. Then it closes the listener and exits 0; 1 if the drain timed out with
-   requests unanswered, or if the model failed to load.
+4. Then it closes the listener and exits 0. If the drain timed out, the requests
+   still unanswered get 503 (retry on another replica) before the listener
+   closes, and it exits 1; 1 too if the model failed to load.
 
 terminationGracePeriodSeconds must exceed preStop sleep + TERM_GRACE_S +
 DRAIN_TIMEOUT_S + a few seconds, or the kubelet's SIGKILL cuts the drain short.

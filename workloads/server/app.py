@@ -14,7 +14,7 @@ server draining, 500 model failure.
 Draining (what SIGTERM starts, see __main__.py): readiness turns false at once;
 new requests are still served for TERM_GRACE_S, then get 503 (with
 `Connection: close`); everything accepted before that runs to completion, bounded
-by DRAIN_TIMEOUT_S; then the listener closes.
+by DRAIN_TIMEOUT_S (what is left after it gets 503); then the listener closes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 PREDICT_PATH = "/v1/predict"
 RETRY_AFTER_S = 1
 # After the drain, how long closing the listener may wait for handlers still writing responses.
-CLOSE_TIMEOUT_S = 5.0
+# aiohttp waits up to twice this (for the handler, then again after cancelling its request)
+# before it cancels the handler. Kept short on purpose: the drain is what waits for accepted
+# work (bounded by DRAIN_TIMEOUT_S); a long close would both hide a drain that does not wait
+# and stretch shutdown past the pod's terminationGracePeriodSeconds margin.
+CLOSE_TIMEOUT_S = 1.0
 
 
 class BadRequestError(ValueError):
@@ -209,15 +213,21 @@ class InferenceServer:
         return True
 
     async def close(self) -> None:
-        """Close the listener (waiting briefly for responses being written), then stop the batcher."""
+        """Stop the batcher, then close the listener (waiting briefly for responses being written).
+
+        In this order, requests still unanswered (only after a drain that timed out) get a
+        503 they can retry elsewhere, instead of a connection the listener drops.
+        """
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await batcher.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._load_task is not None and not self._load_task.done():
-            self._load_task.cancel()
-        if self._batcher is not None:
-            await self._batcher.stop()
-            self._batcher = None
+        if batcher is not None:
+            await batcher.join()
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -290,7 +300,7 @@ class InferenceServer:
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
         except BatcherStoppedError as exc:  # the drain timed out
-            return error(503, str(exc))
+            return error(503, f"{exc}; retry on another replica", {"Connection": "close"})
         except Exception:
             log.exception("prediction failed")
             return error(500, "model failed on this batch")

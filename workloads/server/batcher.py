@@ -41,7 +41,7 @@ class QueueFullError(Exception):
 
 
 class BatcherStoppedError(Exception):
-    """The batcher stopped before this request ran (a drain that timed out)."""
+    """The batcher stopped before this request was answered (a drain that timed out)."""
 
 
 @dataclass
@@ -83,6 +83,7 @@ class MicroBatcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending] = []
+        self._stopped = False
 
     @property
     def waiting(self) -> int:
@@ -94,7 +95,12 @@ class MicroBatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        """Stop batching; requests still waiting get BatcherStoppedError (callers drain first)."""
+        """Stop batching; requests not answered yet get BatcherStoppedError (callers drain first).
+
+        Returns without waiting for a model call still running in the worker thread, so
+        that their callers can answer at once; `join()` waits for that call.
+        """
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,15 +112,20 @@ class MicroBatcher:
             leftovers.append(self._queue.get_nowait())
         for item in leftovers:
             if not item.future.done():
-                item.future.set_exception(BatcherStoppedError("server stopped before this request ran"))
+                item.future.set_exception(BatcherStoppedError("server stopped before this request was answered"))
         self._update_depth()
-        self._executor.shutdown(wait=True)
+
+    async def join(self) -> None:
+        """After `stop()`: wait for the model call still running, without blocking the event loop."""
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def submit(self, inputs: np.ndarray) -> BatchResult:
         """Queue `inputs` (`[rows, input_size]` float32) and wait for its outputs.
 
-        Raises QueueFullError at once when the queue is full.
+        Raises QueueFullError at once when the queue is full, BatcherStoppedError once stopped.
         """
+        if self._stopped:
+            raise BatcherStoppedError("server stopped before this request was answered")
         item = _Pending(inputs, asyncio.get_running_loop().create_future())
         try:
             self._queue.put_nowait(item)
