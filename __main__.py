@@ -8,9 +8,9 @@ GPU warm-up -> workloads (inference services, batch jobs, load generator) -> exp
 import pulumi
 import pulumi_aws as aws
 
-from infra import settings as stack_settings
+from domain import settings as stack_settings
+from domain.headroom import consumers_by_pool
 from infra.cluster import Cluster, ClusterArgs
-from infra.headroom import consumers_by_pool
 from infra.karpenter import Karpenter, KarpenterArgs
 from infra.keda import Keda, KedaArgs
 from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
@@ -19,11 +19,11 @@ from infra.network import Network, NetworkArgs
 from infra.nodepools import NodePools, NodePoolsArgs
 from infra.nvidia import DevicePlugin, DevicePluginArgs
 from infra.warmup import GpuWarmup, WarmupArgs
-from workloads import batch_job, inference
-from workloads.batch_job import BatchJob, BatchJobArgs
-from workloads.inference import InferenceService, InferenceServiceArgs
-from workloads.load_generator import LoadGenerator, LoadGeneratorArgs
-from workloads.namespaces import WorkloadNamespaces, WorkloadNamespacesArgs
+from infra.workloads import batch_job, inference
+from infra.workloads.batch_job import BatchJob, BatchJobArgs
+from infra.workloads.inference import InferenceService, InferenceServiceArgs
+from infra.workloads.load_generator import LoadGenerator, LoadGeneratorArgs
+from infra.workloads.namespaces import WorkloadNamespaces, WorkloadNamespacesArgs
 
 cfg = stack_settings.load()
 

@@ -36,9 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python bench/batching.py` as well as `python -m bench.batching`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -35,10 +35,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.plan.run import ROOT, read_stack_file, run_program
-from infra.plan.writer import is_manifest, manifest
 from tests.support.prometheus import PrometheusServer, Target, prometheus_binary
 from tests.workloads.helpers import ServerProcess
+from tools.plan.run import ROOT, read_stack_file, run_program
+from tools.plan.writer import is_manifest, manifest
 from workloads.server.metric_names import REQUESTS_TOTAL
 
 OLD_INTERVAL_S = 30

@@ -17,9 +17,9 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from infra import contract, versions
+from domain import contract, versions
+from domain.settings import ClusterSettings
 from infra.identity import pod_identity_trust_policy
-from infra.settings import ClusterSettings
 
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
 CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"

@@ -1,4 +1,4 @@
-"""A Helm release of a chart pinned in `infra/versions.py`: chart, version and repository from one place."""
+"""A Helm release of a chart pinned in `domain/versions.py`: chart, version and repository from one place."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.versions import HelmChart
+from domain.versions import HelmChart
 
 
 def pinned_release(

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra import contract, versions
+from domain import contract, versions
+from domain.karpenter_iam import controller_policy
+from domain.settings import KarpenterSettings
 from infra.cluster import ec2_assume_role_policy, node_role_policy_arns
 from infra.helm import pinned_release
 from infra.identity import pod_identity_role
-from infra.karpenter_iam import controller_policy
-from infra.settings import KarpenterSettings
 from infra.spot import spot_service_linked_role
 
 NAMESPACE = "kube-system"

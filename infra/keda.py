@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, pods, versions
+from domain import contract, pods, versions
 from infra.helm import pinned_release
 from infra.identity import pod_identity_role
 

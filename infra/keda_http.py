@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-from infra import contract, keda, versions
+from domain import contract, versions
+from infra import keda
 from infra.helm import pinned_release
 
 # The chart names its Services `<chart name>-<component>`, whatever the release is called.

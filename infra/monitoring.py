@@ -17,10 +17,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra import contract, pods, versions
+from domain import contract, pods, versions
+from domain.settings import MonitoringSettings
 from infra.helm import pinned_release
-from infra.settings import MonitoringSettings
-from workloads.observability import alerts, dashboards
+from infra.observability import alerts, dashboards
 
 NAMESPACE = contract.MONITORING_NAMESPACE
 RELEASE = "kube-prometheus-stack"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import contract
-from infra.settings import NetworkSettings
+from domain import contract
+from domain.settings import NetworkSettings
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, image_cache
-from infra.settings import PoolSettings
+from domain import contract, image_cache
+from domain.settings import PoolSettings
 
 KARPENTER_API = "karpenter.sh/v1"
 NODECLASS_API = "karpenter.k8s.aws/v1"

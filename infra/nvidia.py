@@ -3,7 +3,7 @@
 Named configs live in one ConfigMap: `exclusive` (1 per physical GPU, the
 default) and `time-sliced-<pool>` per shared pool with that pool's replicas.
 Each node picks its config through the `nvidia.com/device-plugin.config` label
-its NodePool sets (see `infra.contract.PoolContract.labels`).
+its NodePool sets (see `domain.contract.PoolContract.labels`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import contract, pods, versions
+from domain import contract, pods, versions
+from domain.settings import PoolSettings
 from infra.helm import pinned_release
-from infra.settings import PoolSettings
 
 NAMESPACE = "nvidia-device-plugin"
 CONFIG_MAP = "nvidia-device-plugin-configs"

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import contract, pods, versions
-from infra.headroom import GpuConsumer, placeholder_resources
-from infra.settings import PoolSettings
+from domain import contract, pods, versions
+from domain.headroom import GpuConsumer, placeholder_resources
+from domain.settings import PoolSettings
 
 NAMESPACE = "gpu-warmup"
 PRIORITY_CLASS = "gpu-headroom"

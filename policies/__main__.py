@@ -1,13 +1,8 @@
 """Assembles the gpu-inference policy pack. Nothing else may build a PolicyPack:
 constructing one starts the policy server and never returns."""
 
-import sys
-from pathlib import Path
-
-# The pack lives in the program's repository and shares its contract and
-# scheduling predicates; the Pulumi CLI runs it from this directory.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+# The pack shares the program's domain model (contract, scheduling predicates, catalog,
+# versions): `scripts/setup.sh` installs the project into the shared ../.venv.
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 from policies.rules import all_policies

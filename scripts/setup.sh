@@ -22,6 +22,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+# The project itself, editable: `domain`, `infra`, `policies`, `tools` and `workloads`
+# import from anywhere (the policy pack shares this venv), and the console scripts
+# (gpuinf-plan, gpuinf-preflight, ...) land in .venv/bin. Its dependencies are the pins above.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 # The offline plan renders the Helm charts (runtime and dev alike).
 ./scripts/install-helm.sh
 if [ "${1:-}" = "--dev" ]; then

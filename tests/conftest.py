@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from infra.plan.mocks import Recorded
-from infra.plan.run import ROOT, read_stack_file, run_program
-from infra.plan.writer import HELM_RELEASE, helm_release, is_manifest, manifest
-from infra.settings import Settings
+from domain.settings import Settings
+from tools.plan.mocks import Recorded
+from tools.plan.run import ROOT, read_stack_file, run_program
+from tools.plan.writer import HELM_RELEASE, helm_release, is_manifest, manifest
 
 STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
 

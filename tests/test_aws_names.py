@@ -2,7 +2,7 @@
 user-chosen part (environment, cluster, pool, service, job) is as long as settings allow.
 
 The limits below are AWS's, written out as literals with where they come from, and
-never read from `infra.naming`: the test must fail when the code's own constant is
+never read from `domain.naming`: the test must fail when the code's own constant is
 wrong, not agree with it.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra import naming
+from domain import naming
 from tests.conftest import plan_of, stack_config
 
 
@@ -106,7 +106,7 @@ def test_the_longest_bucket_prefix_still_makes_a_valid_bucket_name() -> None:
     [("IAM_ROLE", 64), ("SQS_QUEUE", 80), ("S3_BUCKET_PREFIX", 37)],
 )
 def test_naming_limits_do_not_exceed_aws(constant: str, aws_limit: int) -> None:
-    assert getattr(naming, constant) <= aws_limit, f"infra.naming.{constant} is above AWS's limit of {aws_limit}"
+    assert getattr(naming, constant) <= aws_limit, f"domain.naming.{constant} is above AWS's limit of {aws_limit}"
 
 
 def test_names_that_fit_are_kept_as_they_read() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import contract
+from domain import contract
+from domain.scheduling import PoolNodes, pod_fits, pool_nodes, pools_accepting, requests_gpu
 from infra.nvidia import CONFIG_MAP
-from infra.scheduling import PoolNodes, pod_fits, pool_nodes, pools_accepting, requests_gpu
 from tests.conftest import Plan
 
 POD_TEMPLATE_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "Job", "ReplicaSet"}

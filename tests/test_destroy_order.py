@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import pulumi
 import pytest
 
-from infra.plan.mocks import Recorded
 from tests.conftest import Plan
 from tests.support.delete_order import DeleteGraph, delete_graph, label
 from tests.unit.helpers import build, named
+from tools.plan.mocks import Recorded
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 

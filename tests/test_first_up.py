@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import contract
+from domain import contract
 from tests.conftest import STACKS, plan_of, stack_config
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"

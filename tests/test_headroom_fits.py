@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import contract, pods
+from domain import contract, pods
 from policies.rules.cost import quantity
 from tests.conftest import STACKS, plan_of, stack_config
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import versions
-from infra.plan.render import CHARTS as VALUES
+from domain import versions
 from tests.conftest import Plan
+from tools.plan.render import CHARTS as VALUES
 
 # release name -> (chart directory, {parent key: subchart directory})
 CHARTS: dict[str, tuple[str, dict[str, str]]] = {

@@ -1,4 +1,4 @@
-"""The image-snapshot build script and the node-side pieces in infra/image_cache.py.
+"""The image-snapshot build script and the node-side pieces in domain/image_cache.py.
 
 The script is tested through its plan (what --dry-run prints is what a real run
 executes), through its command line, and end to end against moto. moto runs
@@ -29,11 +29,11 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from infra import image_cache, versions
+from domain import image_cache, versions
 from tests.support.schemas import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "build_image_snapshot.py"
+SCRIPT = ROOT / "tools" / "image_snapshot" / "__main__.py"
 REGION = "us-west-2"
 ECR_IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/llm:1.4.2"
 OTHER_ECR_IMAGE = "210987654321.dkr.ecr.eu-west-1.amazonaws.com/embed:2.0.0"
@@ -678,7 +678,7 @@ def test_security_group_deletion_is_retried_while_the_instance_lets_go() -> None
         executor._execute(step)
 
 
-# ---------------------------------------------------------------- infra/image_cache.py
+# ---------------------------------------------------------------- domain/image_cache.py
 
 
 def _parts(user_data: str) -> list[email.message.Message]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.karpenter_iam import controller_policy
+from domain.karpenter_iam import controller_policy
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "schemas" / "iam" / "karpenter-v1.14.1-cloudformation.yaml"
 CLUSTER, REGION, ACCOUNT = "gpuinf-test", "us-west-2", "123456789012"

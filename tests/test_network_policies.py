@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import pytest
 
-from infra import contract, keda_http
-from infra.plan import render
+from domain import contract
+from infra import keda_http
 from tests.conftest import STACKS, plan_of, stack_config
 from tests.support.rendered import helm_or_skip
+from tools.plan import render
 
 
 def matches(selector: dict | None, labels: dict) -> bool:

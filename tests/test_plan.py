@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import versions
-from infra.plan.run import read_stack_file
+from domain import versions
 from tests.conftest import STACKS, stack_config
+from tools.plan.run import read_stack_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_plan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.plan", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tools.plan", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
 
 

@@ -1,7 +1,7 @@
 """The offline plan evaluates every stack policy of the pack, not only the per-resource ones.
 
 Each case takes the dev stack as recorded, breaks exactly what one stack policy
-guards, and runs `infra.plan.policies.check` (what `python -m infra.plan` calls):
+guards, and runs `tools.plan.policies.check` (what `python -m tools.plan` calls):
 that policy must be reported by name. A new stack policy without a case here
 fails `test_every_stack_policy_has_a_case`. One break also goes through the real
 command, which must exit 3 naming the rule.
@@ -20,11 +20,11 @@ import pytest
 import yaml
 from pulumi_policy import StackValidationPolicy
 
-from infra.plan.mocks import Recorded
-from infra.plan.policies import check
-from infra.plan.run import ROOT
 from policies.rules import all_policies
 from tests.conftest import Plan, stack_config
+from tools.plan.mocks import Recorded
+from tools.plan.policies import check
+from tools.plan.run import ROOT
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 Edit = Callable[[list[Recorded]], list[Recorded]]
@@ -126,7 +126,7 @@ def test_a_stack_policy_violation_through_the_command_exits_3(tmp_path: Path) ->
     stack_file.write_text(yaml.safe_dump({"config": config}))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "dev", "--out", str(out), "--config", str(stack_file)],
+        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out), "--config", str(stack_file)],
         cwd=ROOT,
         capture_output=True,
         text=True,

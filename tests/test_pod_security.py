@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from infra import pod_security as pss
-from infra.plan import render
+from domain import pod_security as pss
 from tests.conftest import Plan
 from tests.support.rendered import helm_or_skip
+from tools.plan import render
 
 # Namespaces our own workloads run in: each must enforce, and meet, `restricted`.
 WORKLOAD_NAMESPACES = ("inference", "batch", "gpu-warmup")

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from infra.settings import CONFIG_KEYS
+from domain.settings import CONFIG_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_SCHEMA = ROOT / "schemas" / "pulumi" / "project.json"

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from infra import catalog, contract, versions
-from infra.plan import policies
-from infra.scheduling import pool_nodes, pools_accepting
+from domain import catalog, contract, versions
+from domain.scheduling import pool_nodes, pools_accepting
 from tests.conftest import plan_of
 from tests.support.schemas import validate
+from tools.plan import policies
 
 SEEDS = list(range(12))
 

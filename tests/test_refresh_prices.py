@@ -1,4 +1,4 @@
-"""scripts/refresh_prices.py against a real boto3 Pricing client whose calls are stubbed.
+"""tools/refresh_prices.py against a real boto3 Pricing client whose calls are stubbed.
 
 moto does not implement the Pricing API ("Not yet implemented"), so botocore's
 Stubber answers `get_products`: it still checks every request against the
@@ -15,9 +15,9 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infra.cost import PRICES_FILE
+from domain.cost import PRICES_FILE
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "refresh_prices.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "refresh_prices.py"
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import contract, versions
-from infra.plan import render
-from infra.plan.mocks import Recorded
-from infra.scheduling import pod_fits, pools_accepting, tolerates
+from domain import contract, versions
+from domain.scheduling import pod_fits, pools_accepting, tolerates
 from tests.conftest import Plan, plan_of, stack_config
 from tests.support.rendered import (
     Validator,
@@ -41,6 +39,8 @@ from tests.support.rendered import (
     value_cases_of,
     without,
 )
+from tools.plan import render
+from tools.plan.mocks import Recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERED_STACKS = ("dev", "prod")
@@ -335,7 +335,7 @@ def test_nothing_scrapes_or_alerts_on_what_eks_hides(rendered: RenderedStack) ->
 # --- every value we set does something ------------------------------------------------
 
 # Values equal to the chart's default, set on purpose: removing them renders the same.
-# Image references: infra/versions.py is the one place for them, so that a chart bump that
+# Image references: domain/versions.py is the one place for them, so that a chart bump that
 # moves its image shows in review.
 _IMAGE_PIN = re.compile(r"(^|\.)images?$")
 # Names other resources of ours refer to: the chart's default today, ours by contract.
@@ -407,7 +407,7 @@ def test_an_ignored_value_is_found(helm: str, rendered_stacks: dict[str, Rendere
 
 def _run_plan(out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "dev", "--out", str(out)],
+        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

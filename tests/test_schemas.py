@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import versions
+from domain import versions
 from tests.conftest import Plan, plan_of, stack_config
 from tests.support.schemas import SCHEMA_ROOT, crd_schemas, validate
 

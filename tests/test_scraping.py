@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 
 from infra import monitoring
-from infra.plan import render
 from tests.conftest import STACKS, plan_of, stack_config
 from tests.support.rendered import helm_or_skip
+from tools.plan import render
 
 
 @pytest.fixture(scope="module", params=STACKS)

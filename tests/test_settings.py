@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pulumi.runtime import config as runtime_config
 
-from infra import settings as stack_settings
-from infra import versions
-from infra.settings import ConfigError, Settings, raw_from_stack_config
+from domain import settings as stack_settings
+from domain import versions
+from domain.settings import ConfigError, Settings, raw_from_stack_config
 from tests.conftest import STACKS, stack_config
 
 NP = "gpu-inference:nodePools"
@@ -491,7 +491,7 @@ def test_defaults_fill_what_a_stack_leaves_out() -> None:
 def test_subnets_never_overlap_and_stay_in_the_vpc(az_count: int) -> None:
     import ipaddress
 
-    from infra.settings import NetworkSettings
+    from domain.settings import NetworkSettings
 
     net = NetworkSettings.parse({"cidr": "10.8.0.0/20", "azCount": az_count})
     private, public = net.subnet_cidrs()
@@ -583,8 +583,8 @@ def test_the_project_file_describes_every_network_and_cluster_key() -> None:
     """`pulumi config` users read Pulumi.yaml's descriptions; a new key must appear there too."""
     import yaml
 
-    from infra.plan.run import ROOT
-    from infra.settings import ClusterSettings, NetworkSettings, _inner_model
+    from domain.settings import ClusterSettings, NetworkSettings, _inner_model
+    from tools.plan.run import ROOT
 
     def keys(model) -> list[str]:
         found = []

@@ -20,7 +20,7 @@ import math
 
 import pytest
 
-from infra.settings import PoolSettings
+from domain.settings import PoolSettings
 from tests.support.karpenter_sim import Result, instance_types, simulate
 
 SHARED_CASES = [("dev", n) for n in (1, 3, 4, 5, 8)] + [("prod", n) for n in (1, 3, 4, 5, 8, 16)]

@@ -1,12 +1,9 @@
-"""What runs on the cluster, and the code it runs.
+"""The container apps: the code that runs inside the cluster's pods, in one image.
 
-Pulumi components (one per module): `inference.InferenceService`,
-`batch_job.BatchJob`, `load_generator.LoadGenerator`, `namespaces.WorkloadNamespaces`.
-Application code (plain packages, shipped in the image of `server/Dockerfile`):
-`server` (the batching inference server), `model` (the ONNX model), `loadgen`,
-`batch` (the SQS worker). Dashboards and alert rules as data: `observability`.
-
-Keep this file free of imports: the image imports `workloads.model` without Pulumi.
-Every pod template takes its tolerations and node selector from
-`infra.contract.PoolContract`, never from hand-written labels.
+`server` (the batching inference server), `model` (its ONNX model), `loadgen`
+(the load generator), `batch` (the SQS batch worker). Plain packages with their
+own pins (`requirements.txt`) and `Dockerfile`: they import neither Pulumi nor
+anything of the platform (`domain`, `infra`, `policies`, `tools`), so the image
+is built from this folder alone. The import contract in pyproject.toml holds
+them to it. The Pulumi components that deploy them live in `infra/workloads/`.
 """

@@ -1,4 +1,1 @@
-"""Offline plan: run the real program under recording mocks and write what it would create.
-
-`python -m infra.plan --stack NAME --out DIR [--config FILE]`
-"""
+"""`python -m infra.plan`: the user-facing name of the offline plan (`tools/plan`, console script `gpuinf-plan`)."""

@@ -1,1 +1,1 @@
-"""Preflight: can the target account provide what a stack asks for? (`python -m infra.preflight`)"""
+"""`python -m infra.preflight`: the user-facing name of preflight (`tools/preflight`, console script `gpuinf-preflight`)."""

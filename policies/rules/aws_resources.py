@@ -165,7 +165,7 @@ POLICIES = [
     resource_policy(
         "iam-no-wildcard-admin",
         "IAM policies (the Karpenter controller's included) never allow `*` or `service:*` actions on every resource.",
-        "Scope actions and resources; see infra/karpenter_iam.py controller_policy for the pattern.",
+        "Scope actions and resources; see domain/karpenter_iam.py controller_policy for the pattern.",
         list(IAM_POLICY_DOCS),
         _iam,
     ),

@@ -1,8 +1,8 @@
 """Spend: the worst case that the pool limits allow must stay under the environment's budget.
 
-The rule rebuilds `infra.cost.CostInputs` from the resources a preview sees
+The rule rebuilds `domain.cost.CostInputs` from the resources a preview sees
 (NodePools, the system node group, NAT gateways, the cluster version, subnets'
-zones, headroom Deployments) and prices them with `infra.cost.estimate`, the
+zones, headroom Deployments) and prices them with `domain.cost.estimate`, the
 function the plan summary uses: one computation, two readers.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from pulumi_policy import PolicyResource
 
-from infra import contract, cost
+from domain import contract, cost
 from policies.rules.common import NODEPOOL, Config, dig, pod_spec, requirement_values, schema, stack_policy
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -149,7 +149,7 @@ def _max_hourly_spend(resources: list[PolicyResource], config: Config) -> Iterab
 POLICIES = [
     stack_policy(
         "max-hourly-spend",
-        "The hourly spend that the NodePool limits allow (priced with infra/cost.py at on-demand list prices)"
+        "The hourly spend that the NodePool limits allow (priced with domain/cost.py at on-demand list prices)"
         " stays within the environment's budget.",
         "Lower maxGpus / maxCpu of the priciest pools, drop their most expensive instance families, or raise"
         " maxHourlySpend in this environment's policy config if the budget really allows it.",

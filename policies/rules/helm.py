@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from pulumi_policy import ResourceValidationArgs
 
-from infra import versions
+from domain import versions
 from policies.rules.common import HELM_CHART_V4, HELM_RELEASE, Config, resource_policy, schema
 
 EXACT_VERSION = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
@@ -35,7 +35,7 @@ def _pinned(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
     if not EXACT_VERSION.match(version) or version.lower() == "latest":
         yield (
             f"Helm release {args.props.get('name') or args.name} (chart {args.props.get('chart')}) has version"
-            f" {version!r}; pin an exact version in infra/versions.py"
+            f" {version!r}; pin an exact version in domain/versions.py"
         )
 
 
@@ -52,7 +52,7 @@ POLICIES = [
     resource_policy(
         "helm-chart-pinned",
         "Helm releases pin an exact chart version (no empty version, latest or range).",
-        "Add the chart to infra/versions.py with an exact version.",
+        "Add the chart to domain/versions.py with an exact version.",
         [HELM_RELEASE, HELM_CHART_V4],
         _pinned,
     ),

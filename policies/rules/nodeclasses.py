@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from pulumi_policy import ResourceValidationArgs
 
-from infra import versions
+from domain import versions
 from policies.rules.common import ADVISORY, NODECLASS, Config, dig, resource_policy, schema
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pulumi_policy import PolicyResource, ResourceValidationArgs
 
-from infra import catalog, contract
+from domain import catalog, contract
 from policies.rules.common import (
     ADVISORY,
     NODEOVERLAY,
@@ -172,7 +172,7 @@ POLICIES = [
     resource_policy(
         "gpu-nodepool-taint",
         "GPU NodePools taint their nodes nvidia.com/gpu:NoSchedule.",
-        "Build NodePool taints from infra.contract.PoolContract.taints().",
+        "Build NodePool taints from domain.contract.PoolContract.taints().",
         [NODEPOOL],
         _gpu_taint,
     ),

@@ -2,7 +2,7 @@
 
 Admission enforces only what a namespace's label asks for, and only at `pulumi up`;
 this rule catches the same fields at preview, in every namespace. The checks are
-infra.pod_security's (the upstream pod-security-admission checks). Chart pods are
+domain.pod_security's (the upstream pod-security-admission checks). Chart pods are
 inside Helm Releases, not separate resources, so they are not this rule's business;
 a rendered DaemonSet that needs the host can be allowlisted by `namespace/name`.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from pulumi_policy import ResourceValidationArgs
 
-from infra import pod_security as pss
+from domain import pod_security as pss
 from policies.rules.common import ADVISORY, POD_TEMPLATE_PATHS, Config, resource_policy, schema
 
 KINDS = list(POD_TEMPLATE_PATHS)  # Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, ScaledJob
@@ -42,7 +42,7 @@ POLICIES = [
         "Pod templates meet the Pod Security Standards `restricted` level: non-root, no privilege escalation, all"
         " capabilities dropped, a RuntimeDefault/Localhost seccomp profile, no host namespaces, ports or paths"
         " (mandatory in prod).",
-        "Build the pod and container securityContext from infra.pods (pod_security(), container_security()); a"
+        "Build the pod and container securityContext from domain.pods (pod_security(), container_security()); a"
         " workload that truly needs the host goes in allowHostAccess as namespace/name, in a namespace that enforces"
         " privileged.",
         KINDS,

@@ -9,7 +9,7 @@ from typing import Any
 
 from pulumi_policy import PolicyResource, ResourceValidationArgs
 
-from infra import contract, scheduling
+from domain import contract, metric_names, scheduling
 from policies.rules.common import (
     ADVISORY,
     HELM_RELEASE,
@@ -25,10 +25,9 @@ from policies.rules.common import (
     schema,
     stack_policy,
 )
-from workloads.server import metric_names
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-# The in-flight gauge InferenceService pods report (workloads/inference.py).
+# The in-flight gauge InferenceService pods report (infra/workloads/inference.py).
 SELF_METRIC = metric_names.IN_FLIGHT
 POD_KINDS = list(POD_TEMPLATE_PATHS)
 
@@ -230,7 +229,7 @@ POLICIES = [
     stack_policy(
         "gpu-workload-placement",
         "Every pod template that requests nvidia.com/gpu tolerates the GPU taints and selects a NodePool that exists.",
-        "Build tolerations and nodeSelector from infra.contract.PoolContract for the pool the workload runs on.",
+        "Build tolerations and nodeSelector from domain.contract.PoolContract for the pool the workload runs on.",
         _gpu_placement,
     ),
     stack_policy(
@@ -244,7 +243,7 @@ POLICIES = [
     stack_policy(
         "gpu-daemon-coverage",
         "GPU node daemons (device plugin, DCGM exporter) can run on every GPU NodePool.",
-        "Build their affinity and tolerations from infra.contract (gpu_node_affinity, gpu_daemon_tolerations).",
+        "Build their affinity and tolerations from domain.contract (gpu_node_affinity, gpu_daemon_tolerations).",
         _gpu_daemon_coverage,
         config=schema(
             gpuDaemonReleases={
@@ -258,7 +257,7 @@ POLICIES = [
     resource_policy(
         "image-tag-pinned",
         "Container images have a tag that is not latest (or a digest).",
-        "Pin the image tag in infra/versions.py or the workload config.",
+        "Pin the image tag in domain/versions.py or the workload config.",
         [*POD_KINDS, HELM_RELEASE],
         _tag_pinned,
     ),

@@ -14,9 +14,9 @@ import promql_parser
 import pytest
 import yaml
 
+from infra.observability import alerts
+from infra.observability.alerts import AlertParams
 from tests.support.prometheus import SKIP_REASON, PrometheusServer, prometheus_binary
-from workloads.observability import alerts
-from workloads.observability.alerts import AlertParams
 
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 

@@ -13,17 +13,17 @@ from typing import Any
 import promql_parser
 import pytest
 
+from domain.settings import MonitoringSettings
 from infra.monitoring import stack_values
-from infra.settings import MonitoringSettings
-from tests.support.prometheus import PrometheusServer, Sample
-from workloads.observability import alerts, dashboards, ksm_label
-from workloads.observability.dashboards import (
+from infra.observability import alerts, dashboards, ksm_label
+from infra.observability.dashboards import (
     DASHBOARD_LABEL,
     DATASOURCE_VARIABLE,
     KUBE_STATE_METRICS_NODE_LABELS,
     OVERVIEW_FILE,
     panel_queries,
 )
+from tests.support.prometheus import PrometheusServer, Sample
 
 REQUIRED_PANELS = (
     dashboards.NODES_BY_TYPE,

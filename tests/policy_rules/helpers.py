@@ -15,8 +15,8 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from infra.plan.policies import resource_options as options
 from policies.rules import all_policies
+from tools.plan.policies import resource_options as options
 
 POLICIES = {p.name: p for p in all_policies()}
 

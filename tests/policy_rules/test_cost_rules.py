@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from infra import cost
-from infra.plan.policies import _providers, _stack_resources
+from domain import cost
 from policies.rules.cost import cost_inputs, quantity
 from tests.conftest import plan_of, stack_config
 from tests.policy_rules.helpers import stack_violations
+from tools.plan.policies import _providers, _stack_resources
 
 
 def stack_resources(plan):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import versions
+from domain import versions
 from tests.policy_rules import fixtures as fx
 from tests.policy_rules.helpers import mutated, resource_violations
 

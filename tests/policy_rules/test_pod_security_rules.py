@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from infra.plan.policies import config_path, enforcement, load_config
 from policies.rules.pod_security import KINDS
 from tests.policy_rules.helpers import POLICIES, mutated, resource_violations
+from tools.plan.policies import config_path, enforcement, load_config
 
 RULE = "pod-security-restricted"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -16,7 +16,7 @@ DAEMONSET = "kubernetes:apps/v1:DaemonSet"
 
 
 def pod_template() -> dict[str, Any]:
-    """A pod template as infra.pods builds it (pod_security() and container_security())."""
+    """A pod template as domain.pods builds it (pod_security() and container_security())."""
     return {
         "metadata": {"labels": {"app.kubernetes.io/name": "model"}},
         "spec": {

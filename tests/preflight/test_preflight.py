@@ -1,4 +1,4 @@
-"""`python -m infra.preflight`: every branch, against moto where moto can answer.
+"""`python -m tools.preflight`: every branch, against moto where moto can answer.
 
 What moto 5.2 answers here, from its real data: EC2 availability zones,
 `describe_instance_types` (vCPUs, GpuInfo; `instance-type` wildcards such as
@@ -32,13 +32,13 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from infra import versions
-from infra.amis import ssm_parameter
-from infra.plan.run import ROOT
-from infra.preflight import aws, checks
-from infra.preflight.__main__ import main
-from infra.settings import Settings, raw_from_stack_config
+from domain import versions
+from domain.amis import ssm_parameter
+from domain.settings import Settings, raw_from_stack_config
 from tests.conftest import stack_config
+from tools.plan.run import ROOT
+from tools.preflight import aws, checks
+from tools.preflight.__main__ import main
 
 REGION = "us-west-2"
 NETWORK, POOLS = "gpu-inference:network", "gpu-inference:nodePools"
@@ -495,7 +495,7 @@ def test_no_credentials_from_the_command_line(tmp_path):
         AWS_EC2_METADATA_DISABLED="true",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "infra.preflight", "--stack", "dev"],
+        [sys.executable, "-m", "tools.preflight", "--stack", "dev"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from infra.plan.mocks import Recorded
+from tools.plan.mocks import Recorded
 
 
 def provider_urn(reference: str) -> str:

@@ -49,8 +49,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra import catalog, contract, cost
-from infra.scheduling import tolerates
+from domain import catalog, contract, cost
+from domain.scheduling import tolerates
 
 GPU = contract.GPU_RESOURCE
 ZONE = "topology.kubernetes.io/zone"

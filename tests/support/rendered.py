@@ -30,13 +30,13 @@ import pytest
 import referencing
 from kubernetes_validate import utils as kv
 
-from infra import contract
-from infra.plan import render
-from infra.scheduling import PoolNodes, node_affinity_matches
-from infra.scheduling import pool_nodes as nodepool_nodes
+from domain import contract
+from domain.scheduling import PoolNodes, node_affinity_matches
+from domain.scheduling import pool_nodes as nodepool_nodes
 from tests.conftest import Plan
 from tests.support.cel import cel_violations
 from tests.support.schemas import crd_schemas, strict
+from tools.plan import render
 
 SKIP_REASON = "helm not installed: run scripts/setup.sh (it installs .venv/bin/helm)"
 POD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")

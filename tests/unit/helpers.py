@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from infra.plan.mocks import Recorded
-from infra.plan.run import record
 from tests.conftest import stack_config
+from tools.plan.mocks import Recorded
+from tools.plan.run import record
 
 
 def build(fn: Callable[[], Any], region: str = "us-west-2") -> list[Recorded]:
@@ -32,6 +32,6 @@ def assert_parented(resources: list[Recorded], component_type: str) -> None:
 
 
 def settings_of(stack: str = "dev"):
-    from infra.settings import Settings, raw_from_stack_config
+    from domain.settings import Settings, raw_from_stack_config
 
     return Settings.from_raw(raw_from_stack_config(stack_config(stack)))

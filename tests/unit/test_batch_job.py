@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from infra import contract
+from domain import contract
+from infra.workloads.batch_job import RESULTS_PREFIX, BatchJob, BatchJobArgs
 from tests.unit.helpers import assert_parented, build, named, of_type, settings_of
-from workloads.batch_job import RESULTS_PREFIX, BatchJob, BatchJobArgs
 
 QUEUE_ARN = "arn:aws:sqs:us-west-2:123456789012:gpuinf-dev-offline-scoring"
 

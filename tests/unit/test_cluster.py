@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import json
 
-from infra import contract, versions
+from domain import contract, versions
+from domain.settings import ClusterSettings
 from infra.cluster import CLUSTER_ADMIN_POLICY, Cluster, ClusterArgs
-from infra.plan.mocks import SECRET
-from infra.settings import ClusterSettings
 from tests.unit.helpers import assert_parented, build, named, of_type
+from tools.plan.mocks import SECRET
 
 ADMIN = "arn:aws:iam::123456789012:role/platform-admin"
 

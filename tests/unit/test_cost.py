@@ -1,4 +1,4 @@
-"""infra/cost.py: prices cross-checked against the catalog, and estimates recomputed by hand."""
+"""domain/cost.py: prices cross-checked against the catalog, and estimates recomputed by hand."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from infra import catalog, cost
-from infra.plan.run import ROOT
-from infra.settings import Settings, raw_from_stack_config
+from domain import catalog, cost
+from domain.settings import Settings, raw_from_stack_config
 from tests.conftest import stack_config
+from tools.plan.run import ROOT
 
 
 def settings_of(config: dict) -> Settings:
@@ -108,7 +108,7 @@ def test_a_region_without_rates_says_so():
 def test_plan_writes_cost_to_summary_and_metadata(tmp_path):
     out = tmp_path / "plan"
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "dev", "--out", str(out)],
+        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from infra.settings import ScalingSettings
+from domain.settings import ScalingSettings
 from tests.conftest import Plan
 
 SYNC_S = 15

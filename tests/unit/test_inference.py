@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from infra import contract
-from infra.settings import ConfigError, Settings, raw_from_stack_config
+from domain import contract
+from domain.settings import ConfigError, Settings, raw_from_stack_config
+from infra.workloads import inference
+from infra.workloads.inference import InferenceService, InferenceServiceArgs
+from infra.workloads.load_generator import LoadGenerator, LoadGeneratorArgs
 from tests.conftest import plan_of, stack_config
 from tests.policy_rules.helpers import resource_violations
 from tests.unit.helpers import assert_parented, build, named, settings_of
-from workloads import inference
-from workloads.inference import InferenceService, InferenceServiceArgs
-from workloads.load_generator import LoadGenerator, LoadGeneratorArgs
 
 URL = "http://prometheus.example:9090"
 INF = "gpu-inference:inference"

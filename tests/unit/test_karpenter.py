@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from infra import contract, versions
+from domain import contract, versions
+from domain.karpenter_iam import controller_policy
+from domain.settings import KarpenterSettings
 from infra.karpenter import INTERRUPTION_EVENTS, NAMESPACE, SERVICE_ACCOUNT, Karpenter, KarpenterArgs
-from infra.karpenter_iam import controller_policy
-from infra.settings import KarpenterSettings
 from tests.unit.helpers import assert_parented, build, named, of_type
 
 CLUSTER = "gpuinf-test"

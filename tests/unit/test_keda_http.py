@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import yaml
 
-from infra import contract, keda_http, versions
+from domain import contract, versions
+from infra import keda_http
 from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
-from infra.plan import render
 from tests.unit.helpers import assert_parented, build, named
+from tools.plan import render
 
 
 def test_release_is_pinned_and_parented() -> None:

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from infra import contract, keda, monitoring, versions
+from domain import contract, versions
+from infra import keda, monitoring
+from infra.observability import alerts, dashboards
 from tests.unit.helpers import assert_parented, build, named, settings_of
-from workloads.observability import alerts, dashboards
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import ipaddress
 
 import pytest
 
-from infra import contract
+from domain import contract
+from domain.settings import ConfigError, NetworkSettings
 from infra.network import Network, NetworkArgs
-from infra.settings import ConfigError, NetworkSettings
 from tests.conftest import plan_of, stack_config
 from tests.unit.helpers import assert_parented, build, of_type
 

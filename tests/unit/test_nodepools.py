@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra import contract
+from domain import contract
+from domain.settings import PoolSettings
 from infra.nodepools import NodePools, NodePoolsArgs, block_devices, node_overlay_specs
-from infra.settings import PoolSettings
 from tests.unit.helpers import assert_parented, build, of_type, settings_of
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from infra import contract, versions
+from domain import contract, versions
 from infra.nvidia import CONFIG_MAP, NAMESPACE, DevicePlugin, DevicePluginArgs, plugin_configs
 from tests.unit.helpers import assert_parented, build, named, settings_of
 
@@ -25,7 +25,7 @@ def test_named_configs_exclusive_by_default_and_time_sliced_per_shared_pool(reso
 
 
 def test_each_shared_pool_gets_its_own_replicas() -> None:
-    from infra.settings import PoolSettings
+    from domain.settings import PoolSettings
 
     def shared(replicas: int) -> PoolSettings:
         return PoolSettings.parse(

@@ -6,9 +6,9 @@ import pulumi
 import pytest
 
 from infra import spot
-from infra.plan.mocks import RecordingMocks
 from tests.conftest import plan_of, stack_config
 from tests.unit.helpers import build, of_type
+from tools.plan.mocks import RecordingMocks
 
 SLR = "aws:iam/serviceLinkedRole:ServiceLinkedRole"
 

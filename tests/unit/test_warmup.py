@@ -8,12 +8,13 @@ import sys
 import pytest
 import yaml
 
-from infra import contract, scheduling, versions, warmup
-from infra.plan.run import ROOT
-from infra.settings import ConfigError, Settings, raw_from_stack_config
+from domain import contract, scheduling, versions
+from domain.settings import ConfigError, Settings, raw_from_stack_config
+from infra import warmup
 from tests.conftest import plan_of, stack_config
 from tests.support.schemas import validate
 from tests.unit.helpers import assert_parented, build, named, of_type
+from tools.plan.run import ROOT
 
 NP = "gpu-inference:nodePools"
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/llm:1.4.2"
@@ -176,7 +177,7 @@ def test_warm_gpus_above_the_limit_exits_2_from_the_plan(tmp_path):
     stack_file.write_text(yaml.safe_dump({"config": config}))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "dev", "--config", str(stack_file), "--out", str(out)],
+        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--config", str(stack_file), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
@@ -189,7 +190,7 @@ def test_headroom_cost_shows_in_the_summary(tmp_path):
     stack_file.write_text(yaml.safe_dump({"config": warm_config()}))
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "dev", "--config", str(stack_file), "--out", str(out)],
+        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--config", str(stack_file), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

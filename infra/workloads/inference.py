@@ -1,0 +1,413 @@
+"""InferenceService: a batching inference server on a GPU pool, autoscaled by KEDA on requests in flight.
+
+Scale signal: `sum(inference_requests_in_flight)` over the service's pods,
+scraped every `scrapeIntervalSeconds` (5 s by default) and polled by KEDA every
+`pollingIntervalSeconds`. In flight (queued + running) is a gauge: it rises the
+moment a load step arrives and falls the moment it ends, with no rate window
+to fill or drain. By Little's law it is arrival rate x latency, so it also
+climbs when the GPU slows down, which a request rate would not show. Queue
+depth alone stays at zero until a replica saturates, which is too late to
+start a GPU node. KEDA's Prometheus trigger uses an average-value target, so
+the HPA runs ceil(in flight / targetInFlight) replicas.
+
+At zero replicas no pod reports anything: scaling up from zero needs a signal
+from outside the service. By default a service at minReplicas 0 gets one from
+the KEDA HTTP add-on (`infra/keda_http.py`): an HTTPScaledObject routes its
+requests through the add-on's interceptor, which holds them while the first
+replica starts, and the ScaledObject gains an `external-push` trigger on the
+requests waiting there. Clients of such a service call the interceptor proxy
+with `Host: <service>.<namespace>`. `scaling.wakeUpQuery` replaces that with a
+PromQL query of your own (a gateway's pending requests, a queue length).
+
+Drain: on scale-in or a Karpenter consolidation, the pod gets a preStop sleep
+(so endpoints stop sending new requests), then SIGTERM: the server turns
+unready, finishes everything queued and in flight, and exits, within a grace
+period sized from `drainSeconds`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from domain import contract, metric_names, pods
+from domain.settings import InferenceSettings, PoolSettings
+from infra import keda_http
+
+NAMESPACE = "inference"
+SIGNAL_METRIC = metric_names.IN_FLIGHT
+PRE_STOP_SECONDS = 5  # endpoint removal reaches every kube-proxy / load balancer within this
+PROBE_PERIOD_SECONDS = 5
+PROBE_TIMEOUT_SECONDS = 3
+SERVICE_PORT = 80
+
+
+@dataclass(frozen=True)
+class InferenceServiceArgs:
+    settings: InferenceSettings
+    pool: PoolSettings
+    prometheus_url: str
+    namespace: str = NAMESPACE
+
+
+def labels(name: str) -> dict[str, str]:
+    return pods.app_labels(name, "inference")
+
+
+def scale_query(name: str, namespace: str = NAMESPACE) -> str:
+    """The KEDA trigger's PromQL: requests in flight across the service's pods (labels set by the ServiceMonitor)."""
+    return f'sum({SIGNAL_METRIC}{{namespace="{namespace}",service="{name}"}})'
+
+
+def startup_failure_threshold(model_load_seconds: int) -> int:
+    """Probe failures the startup probe tolerates: the model-load time plus half again, and a minute's margin."""
+    return math.ceil((model_load_seconds * 1.5 + 60) / PROBE_PERIOD_SECONDS)
+
+
+def grace_period_seconds(spec: InferenceSettings) -> int:
+    """preStop sleep + the server's own drain timeout + a margin, so the kubelet never kills mid-drain."""
+    return PRE_STOP_SECONDS + spec.drain_seconds + 10
+
+
+def spread_keys(pool: PoolSettings) -> tuple[str, ...]:
+    """Topology keys a service's pods spread over.
+
+    Karpenter's default `preferencePolicy: Respect` treats a `ScheduleAnyway` spread as
+    required while it plans new nodes (it relaxes it only when a pod fits nowhere, and
+    a new node always fits), so a hostname spread makes N pending pods buy N nodes. On a
+    dedicated pool that is what a GPU per pod costs anyway; on a time-sliced pool it
+    would defeat the slicing: N one-slice pods must share ceil(N / replicas) GPUs.
+    """
+    if pool.gpu == "shared":
+        return ()
+    return ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+
+
+def topology_spread(name: str, pool: PoolSettings) -> list[dict]:
+    """Spread over zones and nodes when capacity allows; never block a scale-out for it."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": labels(name)},
+        }
+        for key in spread_keys(pool)
+    ]
+
+
+def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSettings) -> dict:
+    terms = contract.PoolContract(pool_name, pool.gpu)
+    gpus = str(spec.gpus)
+    env = {
+        "PORT": str(spec.port),
+        "MAX_BATCH_SIZE": str(spec.max_batch_size),
+        "MAX_WAIT_MS": str(spec.max_wait_ms),
+        "MAX_QUEUE": str(spec.max_queue),
+        "DRAIN_TIMEOUT_S": str(spec.drain_seconds),
+    }
+    http = {"path": "/readyz", "port": "http"}
+    return {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "nodeSelector": terms.node_selector(),
+        "tolerations": terms.tolerations(),
+        "terminationGracePeriodSeconds": grace_period_seconds(spec),
+        # The reference image runs as this user; the volume group lets it write /tmp.
+        "securityContext": pods.pod_security(fs_group=True),
+        "topologySpreadConstraints": topology_spread(name, pool),
+        **pods.packing_affinity(pool),
+        "containers": [
+            {
+                "name": "server",
+                "image": spec.image,
+                "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+                "env": [{"name": k, "value": v} for k, v in env.items()],
+                "resources": {
+                    "requests": {"cpu": spec.cpu, "memory": f"{spec.memory_gib}Gi", contract.GPU_RESOURCE: gpus},
+                    "limits": {"memory": f"{spec.memory_gib}Gi", contract.GPU_RESOURCE: gpus},
+                },
+                "startupProbe": {
+                    "httpGet": http,
+                    "periodSeconds": PROBE_PERIOD_SECONDS,
+                    "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+                    "failureThreshold": startup_failure_threshold(spec.model_load_seconds),
+                },
+                # A loaded server answers its probes late: Kubernetes' default 1 s timeout
+                # would turn a busy replica unready exactly when it is needed.
+                "readinessProbe": {
+                    "httpGet": http,
+                    "periodSeconds": PROBE_PERIOD_SECONDS,
+                    "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+                    "failureThreshold": 2,
+                },
+                "livenessProbe": {
+                    "httpGet": {"path": "/healthz", "port": "http"},
+                    "periodSeconds": 10,
+                    "timeoutSeconds": 3,
+                    "failureThreshold": 3,
+                },
+                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+                "securityContext": pods.container_security(),
+                "volumeMounts": [pods.TMP_MOUNT],
+            }
+        ],
+        "volumes": [pods.TMP_VOLUME],
+    }
+
+
+# After creation the HPA that KEDA manages owns `spec.replicas`; later updates leave it
+# alone (`ignore_changes`), so an `up` never resets a scaled-out service.
+REPLICAS_OWNED_BY_HPA = ["spec.replicas"]
+
+
+def deployment(name: str, spec: InferenceSettings, pool: PoolSettings, namespace: str = NAMESPACE) -> dict:
+    annotations = {"karpenter.sh/do-not-disrupt": "true"} if spec.do_not_disrupt else {}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name), "annotations": pods.SKIP_AWAIT},
+        "spec": {
+            # Created at minReplicas (the API would default to 1, waking a scale-to-zero
+            # service and its GPU node on every first `up`); the HPA owns it afterwards.
+            "replicas": spec.scaling.min_replicas,
+            "selector": {"matchLabels": labels(name)},
+            # GPUs are scarce: add one new pod before removing an old one, never fewer ready.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels(name), **({"annotations": annotations} if annotations else {})},
+                "spec": pod_spec(name, spec, spec.pool, pool),
+            },
+        },
+    }
+
+
+def scaled_object(name: str, spec: InferenceSettings, prometheus_url: str, namespace: str = NAMESPACE) -> dict:
+    scaling = spec.scaling
+    triggers = [
+        {
+            "type": "prometheus",
+            "name": "in-flight",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": scale_query(name, namespace),
+                "threshold": f"{scaling.target_in_flight:g}",
+                "activationThreshold": f"{scaling.activation_in_flight:g}",
+                "ignoreNullValues": "true",
+            },
+        }
+    ]
+    if scaling.wakes_through_interceptor:
+        triggers.append(
+            {
+                "type": "external-push",
+                "name": "wake-up",
+                "metadata": {"scalerAddress": keda_http.EXTERNAL_SCALER, "httpScaledObject": name},
+            }
+        )
+    if scaling.wake_up_query:
+        triggers.append(
+            {
+                "type": "prometheus",
+                "name": "wake-up",
+                "metadata": {
+                    "serverAddress": prometheus_url,
+                    "query": scaling.wake_up_query,
+                    "threshold": f"{scaling.target_in_flight:g}",
+                    "activationThreshold": "0",
+                    "ignoreNullValues": "true",
+                },
+            }
+        )
+    up, down = scaling.scale_up, scaling.scale_down
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "pollingInterval": scaling.polling_interval_seconds,
+            "cooldownPeriod": scaling.cooldown_seconds,
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleUp": {
+                            "stabilizationWindowSeconds": up.stabilization_seconds,
+                            "selectPolicy": "Max",
+                            "policies": [
+                                {"type": "Pods", "value": up.pods_per_period, "periodSeconds": up.period_seconds},
+                                {"type": "Percent", "value": 100, "periodSeconds": up.period_seconds},
+                            ],
+                        },
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": down.stabilization_seconds,
+                            "selectPolicy": "Min",
+                            "policies": [
+                                {
+                                    "type": "Percent",
+                                    "value": down.percent_per_period,
+                                    "periodSeconds": down.period_seconds,
+                                }
+                            ],
+                        },
+                    }
+                }
+            },
+            "triggers": triggers,
+        },
+    }
+
+
+def wake_up_host(name: str, namespace: str = NAMESPACE) -> str:
+    """The Host header that routes a request through the interceptor to this service."""
+    return f"{name}.{namespace}"
+
+
+def http_scaled_object(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+    """The interceptor's route to a scale-to-zero service; its ScaledObject stays ours (annotation)."""
+    scaling = spec.scaling
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name),
+            "annotations": {keda_http.SKIP_SCALED_OBJECT_ANNOTATION: "true"},
+        },
+        "spec": {
+            "hosts": [wake_up_host(name, namespace), f"{name}.{namespace}.svc.cluster.local"],
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": name,
+                "service": name,
+                "port": SERVICE_PORT,
+            },
+            "replicas": {"min": 0, "max": scaling.max_replicas},
+            "scalingMetric": {"concurrency": {"targetValue": max(1, math.ceil(scaling.target_in_flight))}},
+            "timeouts": {"conditionWait": f"{scaling.cold_start_timeout_seconds}s"},
+        },
+    }
+
+
+def service_monitor(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "selector": {"matchLabels": labels(name)},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": f"{spec.scaling.scrape_interval_seconds}s",
+                    "scrapeTimeout": f"{min(spec.scaling.scrape_interval_seconds, 10)}s",
+                }
+            ],
+        },
+    }
+
+
+def network_policy(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+    """Who may reach a service's pods: Prometheus (scrapes), clients that carry the
+    client label, and the KEDA HTTP interceptor when the service wakes through it.
+
+    The VPC CNI's network policy agent enforces it; it always lets the pod's own node
+    (kubelet probes) through (aws/aws-network-policy-agent#65).
+    """
+
+    def peer(ns: str | None, pod_labels: dict[str, str] | None) -> dict:
+        selected: dict = {"namespaceSelector": {"matchLabels": {contract.NAMESPACE_NAME_LABEL: ns}} if ns else {}}
+        if pod_labels:
+            selected["podSelector"] = {"matchLabels": pod_labels}
+        return selected
+
+    sources = [
+        peer(contract.MONITORING_NAMESPACE, contract.PROMETHEUS_POD_LABELS),
+        peer(None, {contract.INFERENCE_CLIENT_LABEL: "true"}),
+    ]
+    if spec.scaling.wakes_through_interceptor:
+        sources.append(peer(keda_http.NAMESPACE, keda_http.INTERCEPTOR_POD_LABELS))
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "podSelector": {"matchLabels": labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": sources, "ports": [{"port": "http", "protocol": "TCP"}]}],
+        },
+    }
+
+
+def _custom_resource(
+    resource_name: str, api_version: str, kind: str, obj: dict, opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    """A custom resource from a rendered `{metadata, spec}` dict."""
+    return k8s.apiextensions.CustomResource(
+        resource_name, api_version=api_version, kind=kind, metadata=obj["metadata"], spec=obj["spec"], opts=opts
+    )
+
+
+class InferenceService(pulumi.ComponentResource):
+    def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("gpuinf:inference:InferenceService", name, None, opts)
+        spec, ns = args.settings, args.namespace
+        child = pulumi.ResourceOptions(parent=self)
+        meta = {"name": name, "namespace": ns, "labels": labels(name)}
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta, automount_service_account_token=False, opts=child
+        )
+        dep = deployment(name, spec, args.pool, ns)
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=dep["metadata"],
+            spec=dep["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.service_account], ignore_changes=REPLICAS_OWNED_BY_HPA
+            ),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta,
+            spec={
+                "selector": labels(name),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            },
+            opts=child,
+        )
+        # maxUnavailable, not minAvailable: with one replica, minAvailable 1 would block every node drain.
+        policy = network_policy(name, spec, ns)
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol", metadata=policy["metadata"], spec=policy["spec"], opts=child
+        )
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta,
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": labels(name)}},
+            opts=child,
+        )
+        self.service_monitor = _custom_resource(
+            f"{name}-servicemonitor",
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            service_monitor(name, spec, ns),
+            child,
+        )
+        self.scaled_object = _custom_resource(
+            f"{name}-scaledobject",
+            "keda.sh/v1alpha1",
+            "ScaledObject",
+            scaled_object(name, spec, args.prometheus_url, ns),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+        )
+        self.url = f"http://{name}.{ns}.svc.cluster.local"
+        if spec.scaling.wakes_through_interceptor:
+            self.http_scaled_object = _custom_resource(
+                f"{name}-httpscaledobject",
+                "http.keda.sh/v1alpha1",
+                "HTTPScaledObject",
+                http_scaled_object(name, spec, ns),
+                pulumi.ResourceOptions(parent=self, depends_on=[self.service, self.scaled_object]),
+            )
+            # Requests must come through the interceptor to wake the service from zero.
+            self.url = f"http://{keda_http.INTERCEPTOR_PROXY} (Host: {wake_up_host(name, ns)})"
+        self.register_outputs({"url": self.url, "query": scale_query(name, ns)})

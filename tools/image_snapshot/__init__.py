@@ -1,0 +1,1 @@
+"""Build an EBS snapshot holding container images for GPU node image caches."""

@@ -1,0 +1,1 @@
+"""Preflight: can the target account provide what a stack asks for? (`python -m tools.preflight`)"""
