@@ -30,6 +30,8 @@ from email.mime.text import MIMEText
 
 import yaml
 
+from domain.images import ImageRef
+
 DATA_DEVICE = "/dev/xvdb"
 CONTAINERD_ROOT = "/var/lib/containerd"
 FILESYSTEM_TYPE = "xfs"
@@ -49,37 +51,6 @@ AMI_FAMILIES = ("al2023", "bottlerocket")
 ARCHITECTURES = ("x86_64", "arm64")
 PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
 
-_DOCKER_HUB = "docker.io"
-_DOCKER_HUB_ALIASES = ("index.docker.io", "registry-1.docker.io")
-
-
-def normalize_image_ref(ref: str) -> str:
-    """The fully qualified name under which the kubelet looks an image up in containerd.
-
-    `nginx:1.27` -> `docker.io/library/nginx:1.27`. A reference with both a tag
-    and a digest keeps only the digest, as the CRI resolves it that way.
-    `ctr` does none of this itself, so the build script pulls the normalized
-    name; pods may still use the short form. Expects a syntactically valid
-    reference (see `domain.settings.IMAGE_REF`).
-    """
-    name, _, digest = ref.partition("@")
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    tag = ""
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, rest
-    else:
-        domain, path = _DOCKER_HUB, name
-    if domain in _DOCKER_HUB_ALIASES:
-        domain = _DOCKER_HUB
-    if domain == _DOCKER_HUB and "/" not in path:
-        path = f"library/{path}"
-    suffix = f"@{digest}" if digest else f":{tag or 'latest'}"
-    return f"{domain}/{path}{suffix}"
-
 
 def content_hash(images: Iterable[str], *, ami_family: str, arch: str) -> str:
     """SHA-256 (hex) naming what a cache snapshot holds: its images, OS family and CPU architecture.
@@ -91,7 +62,11 @@ def content_hash(images: Iterable[str], *, ami_family: str, arch: str) -> str:
         raise ValueError(f"ami_family must be one of {', '.join(AMI_FAMILIES)} (got {ami_family!r})")
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)} (got {arch!r})")
-    canonical = {"amiFamily": ami_family, "arch": arch, "images": sorted({normalize_image_ref(i) for i in images})}
+    canonical = {
+        "amiFamily": ami_family,
+        "arch": arch,
+        "images": sorted({ImageRef.parse(i).normalized for i in images}),
+    }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

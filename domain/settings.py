@@ -20,7 +20,8 @@ from pulumi.errors import RunError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from domain import catalog, versions
+from domain import catalog, images, versions
+from domain.images import ImageRef
 
 PROJECT = "gpu-inference"
 
@@ -35,8 +36,6 @@ REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"
 SNAPSHOT_ID = r"^snap-[0-9a-f]{8,17}$"
 SECURITY_GROUP_ID = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"
 ZONE_ID = r"^[a-z]{2,4}[0-9]-az[0-9]+$"  # use1-az1: the same physical zone in every account
-# registry/path:tag, registry/path@sha256:digest, or both; the tag must not be `latest`.
-IMAGE_REF = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"  # commercial partition only (ARNs use `aws`)
 
 # Tags AWS owns, or that Karpenter sets itself and its EC2NodeClass CRD rejects.
 RESERVED_TAG_PREFIXES = (
@@ -89,19 +88,16 @@ class _Model(BaseModel):
 
 def _image_ref(value: str) -> str:
     """A container image pinned by tag (not `latest`) or digest."""
-    last = value.rsplit("/", 1)[-1]
-    tag = last.split("@", 1)[0].partition(":")[2]
-    if not re.match(IMAGE_REF, value) or ("@sha256:" not in value and tag in ("", "latest")):
+    if not (ImageRef.is_valid(value) and ImageRef.parse(value).pinned):
         raise _value_error(
             "image",
-            "must be an image pinned by a tag other than latest or by digest, such as"
-            " 123456789012.dkr.ecr.us-west-2.amazonaws.com/llm:1.4.2 or repo/name@sha256:<64 hex> (got {got})",
+            f"must be an image pinned by a tag other than latest or by digest, such as {images.EXAMPLE} (got {{got}})",
             value,
         )
     return value
 
 
-ImageRef = Annotated[str, AfterValidator(_image_ref)]
+PinnedImage = Annotated[str, AfterValidator(_image_ref)]
 
 
 def _unique(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -120,7 +116,7 @@ class ImageCacheSettings(_Model):
     # Fallback without a snapshot: a DaemonSet pulls `images` (and the pool's
     # inference images) as soon as a node joins.
     pre_pull: Annotated[bool, Field(alias="prePull")] = True
-    images: tuple[ImageRef, ...] = ()
+    images: tuple[PinnedImage, ...] = ()
 
 
 class DisruptionBudget(_Model):
@@ -602,7 +598,7 @@ class ScalingSettings(_Model):
 class InferenceSettings(_Model):
     """One InferenceService: the reference server (or a compatible image) on a GPU pool."""
 
-    image: ImageRef
+    image: PinnedImage
     pool: str
     gpus: Annotated[int, Field(ge=1, le=8)] = 1
     cpu: Annotated[str, Field(pattern=QUANTITY)] = "2"
@@ -622,7 +618,7 @@ class InferenceSettings(_Model):
 class BatchJobSettings(_Model):
     """A queue-driven batch job: one Kubernetes Job per batch of SQS messages."""
 
-    image: ImageRef
+    image: PinnedImage
     pool: str
     gpus: Annotated[int, Field(ge=0, le=8)] = 1
     cpu: Annotated[str, Field(pattern=QUANTITY)] = "2"
@@ -644,7 +640,7 @@ LOAD_GENERATOR_NAME = "loadgen"
 class LoadGeneratorSettings(_Model):
     """An in-cluster load generator aimed at one InferenceService, scaled to 0 until someone runs it."""
 
-    image: ImageRef
+    image: PinnedImage
     target: str  # a key of `inference`
     rps: Annotated[float, Field(gt=0, le=100_000)] = 20
     duration_seconds: Annotated[int, Field(alias="durationSeconds", ge=1, le=86_400)] = 300

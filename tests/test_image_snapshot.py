@@ -742,25 +742,6 @@ def test_filesystem_label_fits_xfs() -> None:
     assert len(image_cache.FILESYSTEM_LABEL) <= 12
 
 
-@pytest.mark.parametrize(
-    ("ref", "normalized"),
-    [
-        ("nginx:1.27", "docker.io/library/nginx:1.27"),
-        ("library/nginx:1.27", "docker.io/library/nginx:1.27"),
-        ("org/app:2", "docker.io/org/app:2"),
-        ("index.docker.io/org/app:2", "docker.io/org/app:2"),
-        ("localhost/app:1", "localhost/app:1"),
-        ("localhost:5000/app:1", "localhost:5000/app:1"),
-        ("registry.example.com:5000/team/app", "registry.example.com:5000/team/app:latest"),
-        (ECR_IMAGE, ECR_IMAGE),
-        (f"quay.io/org/app:1@{DIGEST}", f"quay.io/org/app@{DIGEST}"),
-        (f"quay.io/org/app@{DIGEST}", f"quay.io/org/app@{DIGEST}"),
-    ],
-)
-def test_normalize_image_ref(ref: str, normalized: str) -> None:
-    assert image_cache.normalize_image_ref(ref) == normalized
-
-
 def test_content_hash() -> None:
     base = image_cache.content_hash(["nginx:1.27", ECR_IMAGE], ami_family="al2023", arch="x86_64")
     assert re.fullmatch(r"[0-9a-f]{64}", base)

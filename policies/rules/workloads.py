@@ -3,13 +3,13 @@ cover every GPU pool, pinned images, bounded KEDA scaling."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pulumi_policy import PolicyResource, ResourceValidationArgs
 
 from domain import contract, metric_names, scheduling
+from domain.images import ImageRef, InvalidImageRef
 from policies.rules.common import (
     ADVISORY,
     HELM_RELEASE,
@@ -26,7 +26,6 @@ from policies.rules.common import (
     stack_policy,
 )
 
-DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The in-flight gauge InferenceService pods report (infra/workloads/inference.py).
 SELF_METRIC = metric_names.IN_FLIGHT
 POD_KINDS = list(POD_TEMPLATE_PATHS)
@@ -178,18 +177,19 @@ def _helm_images(values: Any) -> Iterable[str]:
             yield from _helm_images(value)
 
 
-def _tag(ref: str) -> str | None:
-    name = ref.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return last.split(":", 1)[1] if ":" in last else None
+def _parsed(ref: str) -> ImageRef | None:
+    try:
+        return ImageRef.parse(ref)
+    except InvalidImageRef:
+        return None
 
 
 def _tag_pinned(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
     for ref in _images(args):
-        if DIGEST.search(ref):
-            continue
-        tag = _tag(ref)
-        if not tag or tag == "latest":
+        image = _parsed(ref)
+        if image is None:
+            yield f"{_workload(args)} runs {ref!r}, which is not an image reference"
+        elif not image.pinned:
             yield f"{_workload(args)} runs image {ref!r} without a pinned tag (no tag or 'latest')"
 
 
@@ -198,7 +198,8 @@ def _digest_pinned(args: ResourceValidationArgs, _: Config) -> Iterable[str]:
     # its exact chart version (helm-chart-pinned), and the chart decides them.
     spec = pod_spec(args.resource_type, args.props)
     for ref in [c.get("image", "") for c in containers(spec)] if spec is not None else []:
-        if not DIGEST.search(ref):
+        image = _parsed(ref)
+        if image is None or image.digest is None:
             yield f"{_workload(args)} runs image {ref!r} by tag only; pin it by digest (@sha256:...)"
 
 

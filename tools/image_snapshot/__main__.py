@@ -40,6 +40,7 @@ from typing import Any, Literal
 import yaml
 
 from domain import amis, catalog, image_cache, settings, versions
+from domain.images import ImageRef, InvalidImageRef
 
 EXIT_FAILED = 1
 
@@ -63,7 +64,6 @@ OUTPUT_MARKER = "image-snapshot-output:"
 USAGE_WARNING = 0.7
 
 REGION = re.compile(settings.REGION)
-IMAGE_REF = re.compile(settings.IMAGE_REF)
 DNS_LABEL = re.compile(settings.DNS_LABEL)
 SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
@@ -166,19 +166,19 @@ def _tag(value: str) -> tuple[str, str]:
 
 def check_image(ref: str, allow_mutable: bool) -> str:
     """The normalized reference of a valid `--image`; UsageError otherwise."""
-    if not IMAGE_REF.match(ref) or len(ref) > 255:
+    try:
+        image = ImageRef.parse(ref)
+    except InvalidImageRef:
         raise UsageError(
             f"--image {ref!r} is not an image reference such as registry/name:1.2.3 or registry/name@sha256:<64 hex>"
-        )
-    if "@sha256:" not in ref and not allow_mutable:
-        tag = ref.rsplit("/", 1)[-1].partition(":")[2]
-        if not tag:
+        ) from None
+    if not image.pinned and not allow_mutable:
+        if image.tag is None:
             raise UsageError(f"--image {ref!r} has no tag; pin a version tag or a digest, or pass --allow-mutable-tags")
-        if tag == "latest":
-            raise UsageError(
-                f"--image {ref!r} uses the mutable tag latest; pin a version tag or a digest, or pass --allow-mutable-tags"
-            )
-    return image_cache.normalize_image_ref(ref)
+        raise UsageError(
+            f"--image {ref!r} uses the mutable tag latest; pin a version tag or a digest, or pass --allow-mutable-tags"
+        )
+    return image.normalized
 
 
 def _is_mutable(normalized: str) -> bool:
