@@ -3,27 +3,28 @@
 Order: settings (fail before any resource) -> AWS provider with default tags ->
 network -> EKS -> monitoring (its CRDs first) -> Karpenter -> node pools -> NVIDIA device plugin -> KEDA ->
 GPU warm-up -> workloads (inference services, batch jobs, load generator) -> exports.
+Each component's Args come from `infra.mapping` (settings -> Args, built here once);
+components never see a settings model.
 """
 
 import pulumi
 import pulumi_aws as aws
 
 from domain import settings as stack_settings
-from domain.headroom import consumers_by_pool
-from infra.cluster import Cluster, ClusterArgs
-from infra.karpenter import Karpenter, KarpenterArgs
+from infra import mapping
+from infra.cluster import Cluster
+from infra.karpenter import Karpenter
 from infra.keda import Keda, KedaArgs
 from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
-from infra.monitoring import Monitoring, MonitoringArgs
-from infra.network import Network, NetworkArgs
-from infra.nodepools import NodePools, NodePoolsArgs
-from infra.nvidia import DevicePlugin, DevicePluginArgs
-from infra.warmup import GpuWarmup, WarmupArgs
-from infra.workloads import batch_job, inference
-from infra.workloads.batch_job import BatchJob, BatchJobArgs
-from infra.workloads.inference import InferenceService, InferenceServiceArgs
-from infra.workloads.load_generator import LoadGenerator, LoadGeneratorArgs
-from infra.workloads.namespaces import WorkloadNamespaces, WorkloadNamespacesArgs
+from infra.monitoring import Monitoring
+from infra.network import Network
+from infra.nodepools import NodePools
+from infra.nvidia import DevicePlugin
+from infra.warmup import GpuWarmup
+from infra.workloads.batch_job import BatchJob
+from infra.workloads.inference import InferenceService
+from infra.workloads.load_generator import LoadGenerator
+from infra.workloads.namespaces import WorkloadNamespaces
 
 cfg = stack_settings.load()
 
@@ -59,25 +60,25 @@ if not zones:
 
 network = Network(
     "network",
-    NetworkArgs(cluster_name=cfg.cluster.name, settings=cfg.network, availability_zones=zones),
+    mapping.network_args(cfg.network, cluster_name=cfg.cluster.name, availability_zones=zones),
     opts=aws_opts,
 )
 cluster = Cluster(
     "cluster",
-    ClusterArgs(
-        settings=cfg.cluster,
+    mapping.cluster_args(
+        cfg.cluster,
+        tags=cfg.default_tags,
         vpc_id=network.vpc_id,
         public_subnet_ids=network.public_subnet_ids,
         private_subnet_ids=network.private_subnet_ids,
-        tags=cfg.default_tags,
     ),
     opts=aws_opts,
 )
 all_opts = pulumi.ResourceOptions(providers={"aws": aws_provider, "kubernetes": cluster.k8s_provider})
 monitoring = Monitoring(
     "monitoring",
-    MonitoringArgs(
-        settings=cfg.monitoring,
+    mapping.monitoring_args(
+        cfg.monitoring,
         storage_class=cluster.storage_class.metadata.name,
         depends_on=[cluster.system_node_group, cluster.ebs_csi],
     ),
@@ -85,29 +86,23 @@ monitoring = Monitoring(
 )
 karpenter = Karpenter(
     "karpenter",
-    KarpenterArgs(
+    mapping.karpenter_args(
+        cfg.karpenter,
         cluster_name=cfg.cluster.name,
-        settings=cfg.karpenter,
         region=cfg.region,
+        pools=cfg.node_pools,
         depends_on=[cluster.system_node_group, cluster.pod_identity_agent, cluster.coredns],
         egress=network.egress,
         monitoring_crds=[monitoring.release],
-        spot=any("spot" in pool.capacity_types for pool in cfg.node_pools.values()),
     ),
     opts=all_opts,
 )
 node_pools = NodePools(
     "nodepools",
-    NodePoolsArgs(
-        cluster_name=cfg.cluster.name,
-        node_role_name=karpenter.node_role_name,
-        pools=cfg.node_pools,
-        instance_tags={**cfg.default_tags, "cluster": cfg.cluster.name},
-        depends_on=[karpenter.release],
-    ),
+    mapping.node_pools_args(cfg, node_role_name=karpenter.node_role_name, depends_on=[karpenter.release]),
     opts=all_opts,
 )
-device_plugin = DevicePlugin("nvidia", DevicePluginArgs(pools=cfg.node_pools), opts=all_opts)
+device_plugin = DevicePlugin("nvidia", mapping.device_plugin_args(cfg.node_pools), opts=all_opts)
 keda = Keda(
     "keda",
     KedaArgs(cluster_name=cfg.cluster.name, depends_on=[cluster.pod_identity_agent, monitoring.release]),
@@ -122,17 +117,13 @@ http_add_on = (
     if cfg.needs_http_add_on
     else None
 )
-pool_images: dict[str, tuple[str, ...]] = {}
-for svc in cfg.inference.values():
-    pool_images[svc.pool] = (*pool_images.get(svc.pool, ()), svc.image)
 warmup = GpuWarmup(
     "warmup",
-    WarmupArgs(pools=cfg.node_pools, pool_images=pool_images, consumers=consumers_by_pool(cfg)),
+    mapping.warmup_args(cfg),
     opts=pulumi.ResourceOptions.merge(all_opts, pulumi.ResourceOptions(depends_on=[node_pools, device_plugin])),
 )
 
-used = ([inference.NAMESPACE] if cfg.inference else []) + ([batch_job.NAMESPACE] if cfg.batch_jobs else [])
-namespaces = WorkloadNamespaces("workloads", WorkloadNamespacesArgs(names=tuple(used)), opts=all_opts)
+namespaces = WorkloadNamespaces("workloads", mapping.workload_namespaces_args(cfg), opts=all_opts)
 workload_opts = pulumi.ResourceOptions.merge(
     all_opts,
     pulumi.ResourceOptions(
@@ -142,36 +133,22 @@ workload_opts = pulumi.ResourceOptions.merge(
 services = {
     name: InferenceService(
         name,
-        InferenceServiceArgs(settings=svc, pool=cfg.node_pools[svc.pool], prometheus_url=monitoring.prometheus_url),
+        mapping.inference_service_args(cfg, name, prometheus_url=monitoring.prometheus_url),
         opts=workload_opts,
     )
-    for name, svc in sorted(cfg.inference.items())
+    for name in sorted(cfg.inference)
 }
 jobs = {
     name: BatchJob(
         name,
-        BatchJobArgs(
-            settings=job,
-            pool=cfg.node_pools[job.pool],
-            cluster_name=cfg.cluster.name,
-            region=cfg.region,
-            keda_operator_role_name=keda.operator_role_name,
-        ),
+        mapping.batch_job_args(cfg, name, keda_operator_role_name=keda.operator_role_name),
         opts=workload_opts,
     )
-    for name, job in sorted(cfg.batch_jobs.items())
+    for name in sorted(cfg.batch_jobs)
 }
-if cfg.load_generator is not None:
-    target = cfg.inference[cfg.load_generator.target]
-    LoadGenerator(
-        "loadgen",
-        LoadGeneratorArgs(
-            settings=cfg.load_generator,
-            cpu_pool=cfg.cpu_pool,
-            target_wakes_through_interceptor=target.scaling.wakes_through_interceptor,
-        ),
-        opts=workload_opts,
-    )
+load_generator = mapping.load_generator_args(cfg)
+if load_generator is not None:
+    LoadGenerator("loadgen", load_generator, opts=workload_opts)
 
 pulumi.export("region", cfg.region)
 pulumi.export("availabilityZones", zones)

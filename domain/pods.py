@@ -8,12 +8,9 @@ filesystem (scratch space is an emptyDir at /tmp).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from domain import contract
-
-if TYPE_CHECKING:
-    from domain.settings import PoolSettings
 
 # The `app` user of workloads/Dockerfile (the image every workload of ours runs).
 APP_USER = 10001
@@ -40,7 +37,17 @@ def pod_security_labels(enforce: str, *, audit: str = "restricted") -> dict[str,
     }
 
 
-def packing_affinity(pool: PoolSettings) -> dict:
+class GpuPool(Protocol):
+    """What packing reads of a pool (a settings `PoolSettings` or a component's `PoolPlacement`)."""
+
+    @property
+    def gpu(self) -> str: ...
+
+    @property
+    def gpu_counts(self) -> tuple[int, ...]: ...
+
+
+def packing_affinity(pool: GpuPool) -> dict:
     """Pods on a shared pool pack onto its smallest (one-GPU) instances: contract.prefer_gpu_count."""
     return {"affinity": contract.prefer_gpu_count(min(pool.gpu_counts))} if pool.gpu == "shared" else {}
 

@@ -18,7 +18,6 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from domain import contract, versions
-from domain.settings import ClusterSettings
 from infra.identity import pod_identity_trust_policy
 
 EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
@@ -32,12 +31,34 @@ NODE_MANAGED_POLICIES = (
 
 
 @dataclass(frozen=True)
+class SystemNodes:
+    """The on-demand managed node group that runs Karpenter, CoreDNS and the add-ons."""
+
+    instance_types: tuple[str, ...]
+    min_size: int
+    desired_size: int
+    max_size: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
 class ClusterArgs:
-    settings: ClusterSettings
+    name: str
+    version: str  # Kubernetes minor version, e.g. "1.33"
     vpc_id: pulumi.Input[str]
     public_subnet_ids: pulumi.Input[list[str]]
     private_subnet_ids: pulumi.Input[list[str]]
     tags: dict[str, str]
+    system_nodes: SystemNodes
+    endpoint_public_access: bool
+    public_access_cidrs: tuple[str, ...]  # who may call the public endpoint; () without one
+    # Sources of one 443 rule each to the private endpoint (cluster.privateAccess).
+    private_access_cidrs: tuple[str, ...]
+    private_access_security_group_ids: tuple[str, ...]
+    log_types: tuple[str, ...]
+    log_retention_days: int
+    admin_role_arns: tuple[str, ...]
+    deletion_protection: bool
 
 
 def node_role_policy_arns(partition: str = "aws") -> list[str]:
@@ -59,43 +80,42 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:cluster:Cluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        cfg = args.settings
-        self.cluster_name = cfg.name
+        self.cluster_name = args.name
 
         self.secrets_key = aws.kms.Key(
             f"{name}-secrets",
-            description=f"EKS secrets envelope encryption for {cfg.name}",
+            description=f"EKS secrets envelope encryption for {args.name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
             opts=child,
         )
         aws.kms.Alias(
-            f"{name}-secrets-alias", name=f"alias/eks/{cfg.name}", target_key_id=self.secrets_key.key_id, opts=child
+            f"{name}-secrets-alias", name=f"alias/eks/{args.name}", target_key_id=self.secrets_key.key_id, opts=child
         )
         # Created up front so retention is ours; EKS would otherwise create it with no expiry.
         self.log_group = aws.cloudwatch.LogGroup(
             f"{name}-control-plane-logs",
-            name=f"/aws/eks/{cfg.name}/cluster",
-            retention_in_days=cfg.log_retention_days,
+            name=f"/aws/eks/{args.name}/cluster",
+            retention_in_days=args.log_retention_days,
             opts=child,
         )
         self.eks = eks.Cluster(
             f"{name}-eks",
-            name=cfg.name,
-            version=cfg.version,
+            name=args.name,
+            version=args.version,
             vpc_id=args.vpc_id,
             public_subnet_ids=args.public_subnet_ids,
             private_subnet_ids=args.private_subnet_ids,
             node_associate_public_ip_address=False,
             endpoint_private_access=True,
-            endpoint_public_access=cfg.endpoint_public_access,
-            public_access_cidrs=list(cfg.api_cidrs) or None,
+            endpoint_public_access=args.endpoint_public_access,
+            public_access_cidrs=list(args.public_access_cidrs) or None,
             authentication_mode=eks.AuthenticationMode.API,
-            access_entries=self._admin_entries(cfg),
+            access_entries=self._admin_entries(args),
             create_oidc_provider=True,
             encryption_config_key_arn=self.secrets_key.arn,
-            enabled_cluster_log_types=list(cfg.log_types),
-            deletion_protection=cfg.deletion_protection,
+            enabled_cluster_log_types=list(args.log_types),
+            deletion_protection=args.deletion_protection,
             # Nodes come from the managed group below and Karpenter, never from the component.
             skip_default_node_group=True,
             # Nodes share the EKS-created cluster security group, which Karpenter discovers by tag.
@@ -118,17 +138,17 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-sg-discovery",
             resource_id=self.cluster_security_group_id,
             key=contract.DISCOVERY_TAG,
-            value=cfg.name,
+            value=args.name,
             opts=child,
         )
-        self.api_ingress = self._api_ingress(name, cfg, child)
+        self.api_ingress = self._api_ingress(name, args, child)
         self.system_node_group = self._system_nodes(name, args, child)
         after_nodes = pulumi.ResourceOptions(parent=self, depends_on=[self.eks, self.system_node_group])
-        self.pod_identity_agent = self._addon(name, "eks-pod-identity-agent", cfg, None, after_nodes)
+        self.pod_identity_agent = self._addon(name, "eks-pod-identity-agent", args, None, after_nodes)
         self.coredns = self._addon(
             name,
             "coredns",
-            cfg,
+            args,
             {
                 "replicaCount": 2,
                 "nodeSelector": dict(contract.SYSTEM_LABELS),
@@ -143,7 +163,7 @@ class Cluster(pulumi.ComponentResource):
             # The rules too: a destroy must not close the way in before the Kubernetes objects are gone.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_node_group, *self.api_ingress]),
         )
-        self.ebs_csi, self.storage_class = self._block_storage(name, cfg, after_nodes)
+        self.ebs_csi, self.storage_class = self._block_storage(name, args, after_nodes)
         self.register_outputs(
             {
                 "clusterName": self.cluster_name,
@@ -154,7 +174,7 @@ class Cluster(pulumi.ComponentResource):
         )
 
     def _api_ingress(
-        self, name: str, cfg: ClusterSettings, opts: pulumi.ResourceOptions
+        self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions
     ) -> list[aws.vpc.SecurityGroupIngressRule]:
         """HTTPS from `privateAccess` sources to the private API endpoint.
 
@@ -165,12 +185,9 @@ class Cluster(pulumi.ComponentResource):
         can reach 443 on nodes too: keep the list to the runners and VPN ranges that run pulumi.
         One rule per source, named by it, so removing one leaves the others in place.
         """
-        access = cfg.private_access
-        if access is None:
-            return []
         # (resource name suffix, CIDR, source group): exactly one of the two is set.
-        sources = [(f"cidr-{c.replace('.', '-').replace('/', '-')}", c, None) for c in access.cidrs]
-        sources += [(sg, None, sg) for sg in access.security_group_ids]
+        sources = [(f"cidr-{c.replace('.', '-').replace('/', '-')}", c, None) for c in args.private_access_cidrs]
+        sources += [(sg, None, sg) for sg in args.private_access_security_group_ids]
         return [
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-api-from-{key}",
@@ -187,12 +204,12 @@ class Cluster(pulumi.ComponentResource):
         ]
 
     def _block_storage(
-        self, name: str, cfg: ClusterSettings, opts: pulumi.ResourceOptions
+        self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions
     ) -> tuple[aws.eks.Addon, k8s.storage.v1.StorageClass]:
         """EBS CSI driver (Pod Identity) and an encrypted gp3 default StorageClass, for Prometheus' volume."""
         role = aws.iam.Role(
             f"{name}-ebs-csi-role",
-            name=f"{cfg.name}-ebs-csi",
+            name=f"{args.name}-ebs-csi",
             assume_role_policy=pod_identity_trust_policy(),
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -205,7 +222,7 @@ class Cluster(pulumi.ComponentResource):
         addon = self._addon(
             name,
             "aws-ebs-csi-driver",
-            cfg,
+            args,
             {
                 "controller": {
                     "nodeSelector": dict(contract.SYSTEM_LABELS),
@@ -238,16 +255,16 @@ class Cluster(pulumi.ComponentResource):
     def _addon(
         name: str,
         addon: str,
-        cfg: ClusterSettings,
+        args: ClusterArgs,
         configuration: dict | None,
         opts: pulumi.ResourceOptions,
         pod_identity: list[aws.eks.AddonPodIdentityAssociationArgs] | None = None,
     ) -> aws.eks.Addon:
         return aws.eks.Addon(
             f"{name}-{addon}",
-            cluster_name=cfg.name,
+            cluster_name=args.name,
             addon_name=addon,
-            addon_version=versions.eks_addon_version(addon, cfg.version),
+            addon_version=versions.eks_addon_version(addon, args.version),
             configuration_values=json.dumps(configuration) if configuration else None,
             pod_identity_associations=pod_identity,
             resolve_conflicts_on_create="OVERWRITE",
@@ -256,7 +273,7 @@ class Cluster(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _admin_entries(cfg: ClusterSettings) -> dict[str, eks.AccessEntryArgs]:
+    def _admin_entries(args: ClusterArgs) -> dict[str, eks.AccessEntryArgs]:
         scope = aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster")
         return {
             f"admin-{i}": eks.AccessEntryArgs(
@@ -267,11 +284,11 @@ class Cluster(pulumi.ComponentResource):
                     )
                 },
             )
-            for i, arn in enumerate(cfg.admin_role_arns)
+            for i, arn in enumerate(args.admin_role_arns)
         }
 
     def _system_nodes(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions) -> aws.eks.NodeGroup:
-        nodes = args.settings.system_nodes
+        nodes = args.system_nodes
         role = aws.iam.Role(f"{name}-system-node-role", assume_role_policy=ec2_assume_role_policy(), opts=opts)
         attachments = [
             aws.iam.RolePolicyAttachment(f"{name}-system-node-{i}", role=role.name, policy_arn=arn, opts=opts)
@@ -293,7 +310,7 @@ class Cluster(pulumi.ComponentResource):
             ),
             tag_specifications=[
                 aws.ec2.LaunchTemplateTagSpecificationArgs(
-                    resource_type=kind, tags={**args.tags, "Name": f"{args.settings.name}-system"}
+                    resource_type=kind, tags={**args.tags, "Name": f"{args.name}-system"}
                 )
                 for kind in ("instance", "volume")
             ],
@@ -301,8 +318,8 @@ class Cluster(pulumi.ComponentResource):
         )
         return aws.eks.NodeGroup(
             f"{name}-system",
-            cluster_name=args.settings.name,
-            node_group_name=f"{args.settings.name}-system",
+            cluster_name=args.name,
+            node_group_name=f"{args.name}-system",
             node_role_arn=role.arn,
             subnet_ids=args.private_subnet_ids,
             instance_types=list(nodes.instance_types),

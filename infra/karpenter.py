@@ -12,7 +12,6 @@ import pulumi_aws as aws
 
 from domain import contract, versions
 from domain.karpenter_iam import controller_policy
-from domain.settings import KarpenterSettings
 from infra.cluster import ec2_assume_role_policy, node_role_policy_arns
 from infra.helm import pinned_release
 from infra.identity import pod_identity_role
@@ -37,8 +36,9 @@ INTERRUPTION_EVENTS: dict[str, dict] = {
 @dataclass(frozen=True)
 class KarpenterArgs:
     cluster_name: str
-    settings: KarpenterSettings
     region: str
+    replicas: int  # controller pods (leader election keeps one active)
+    log_level: str
     depends_on: list[pulumi.Resource]  # the system nodes the controller runs on, CoreDNS, the Pod Identity agent
     # What the controller needs to reach EC2 from the private subnets (NAT, routes).
     # Everything Karpenter-owned depends on the release, so these outlive every NodePool
@@ -121,8 +121,8 @@ class Karpenter(pulumi.ComponentResource):
     @staticmethod
     def helm_values(args: KarpenterArgs, queue_name: pulumi.Input[str]) -> dict:
         return {
-            "replicas": args.settings.replicas,
-            "logLevel": args.settings.log_level,
+            "replicas": args.replicas,
+            "logLevel": args.log_level,
             "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
             "settings": {
                 "clusterName": args.cluster_name,

@@ -18,7 +18,6 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from domain import contract, pods, versions
-from domain.settings import MonitoringSettings
 from infra.helm import pinned_release
 from infra.observability import alerts, dashboards
 
@@ -34,8 +33,20 @@ EKS_HIDDEN_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "
 
 
 @dataclass(frozen=True)
+class PrometheusSpec:
+    retention: str  # a Prometheus duration, e.g. "15d"
+    storage_gib: int
+    scrape_interval: str  # also the rule evaluation interval
+    cpu_request: str
+    memory_request: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
 class MonitoringArgs:
-    settings: MonitoringSettings
+    prometheus: PrometheusSpec
+    grafana_replicas: int
+    dcgm_interval_ms: int  # how often the DCGM exporter collects GPU counters
     storage_class: pulumi.Input[str]
     depends_on: list[pulumi.Resource]
 
@@ -47,8 +58,9 @@ def _on_system_nodes() -> dict:
     }
 
 
-def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
-    prom = settings.prometheus
+def stack_values(args: MonitoringArgs, storage_class: str) -> dict:
+    """kube-prometheus-stack's values; `storage_class` is `args.storage_class` resolved."""
+    prom = args.prometheus
     label, label_value = dashboards.DASHBOARD_LABEL
     return {
         "fullnameOverride": FULLNAME,
@@ -70,7 +82,7 @@ def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
                 "scrapeInterval": prom.scrape_interval,
                 "evaluationInterval": prom.scrape_interval,
                 "resources": {
-                    "requests": {"cpu": prom.requests.cpu, "memory": prom.requests.memory},
+                    "requests": {"cpu": prom.cpu_request, "memory": prom.memory_request},
                     "limits": {"memory": prom.memory_limit},
                 },
                 # Select monitors and rules from every namespace, whatever their labels.
@@ -92,7 +104,7 @@ def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
         "alertmanager": {"alertmanagerSpec": {**_on_system_nodes()}},
         "grafana": {
             **_on_system_nodes(),
-            "replicas": settings.grafana_replicas,
+            "replicas": args.grafana_replicas,
             # The chart's `helm test` Pod: never run by the Release, and it would sit on no node.
             "testFramework": {"enabled": False},
             "admin": {"existingSecret": GRAFANA_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
@@ -114,12 +126,12 @@ def stack_values(settings: MonitoringSettings, storage_class: str) -> dict:
     }
 
 
-def dcgm_scrape_seconds(settings: MonitoringSettings) -> int:
+def dcgm_scrape_seconds(interval_ms: int) -> int:
     """Scrape the exporter as often as it collects, and never faster than once a second."""
-    return max(settings.dcgm_interval_ms // 1000, 1)
+    return max(interval_ms // 1000, 1)
 
 
-def dcgm_values(settings: MonitoringSettings) -> dict:
+def dcgm_values(interval_ms: int) -> dict:
     repository, tag = versions.IMAGES["dcgm-exporter"].rsplit(":", 1)
     return {
         "image": {"repository": repository, "tag": tag},
@@ -130,15 +142,15 @@ def dcgm_values(settings: MonitoringSettings) -> dict:
         # "5000" would become the integer 5000 and the API server would reject the DaemonSet.
         "arguments": [
             "--collectors=/etc/dcgm-exporter/default-counters.csv",
-            f"--collect-interval={settings.dcgm_interval_ms}",
+            f"--collect-interval={interval_ms}",
         ],
         # honorLabels: a GPU series keeps the namespace/pod of the workload using the GPU,
         # not those of the exporter pod that reports it.
         # prometheus-operator drops a ServiceMonitor whose scrapeTimeout exceeds its
         # interval (the chart's default timeout is 10s): the timeout follows the interval.
         "serviceMonitor": {
-            "interval": f"{dcgm_scrape_seconds(settings)}s",
-            "scrapeTimeout": f"{dcgm_scrape_seconds(settings)}s",
+            "interval": f"{dcgm_scrape_seconds(interval_ms)}s",
+            "scrapeTimeout": f"{dcgm_scrape_seconds(interval_ms)}s",
             "honorLabels": True,
         },
         # Label GPU series with the pod that uses the GPU (namespace, pod, container).
@@ -173,7 +185,7 @@ class Monitoring(pulumi.ComponentResource):
             versions.KUBE_PROMETHEUS_STACK,
             name=RELEASE,
             namespace=NAMESPACE,
-            values=pulumi.Output.from_input(args.storage_class).apply(lambda sc: stack_values(args.settings, sc)),
+            values=pulumi.Output.from_input(args.storage_class).apply(lambda sc: stack_values(args, sc)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana_secret, *args.depends_on]),
         )
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
@@ -182,7 +194,7 @@ class Monitoring(pulumi.ComponentResource):
             versions.DCGM_EXPORTER,
             name="dcgm-exporter",
             namespace=NAMESPACE,
-            values=dcgm_values(args.settings),
+            values=dcgm_values(args.dcgm_interval_ms),
             opts=after_crds,
         )
         label, label_value = dashboards.DASHBOARD_LABEL

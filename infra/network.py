@@ -12,14 +12,17 @@ import pulumi
 import pulumi_aws as aws
 
 from domain import contract
-from domain.settings import NetworkSettings
 
 
 @dataclass(frozen=True)
 class NetworkArgs:
     cluster_name: str
-    settings: NetworkSettings
-    availability_zones: list[str]
+    cidr: str
+    availability_zones: tuple[str, ...]
+    # One private and one public subnet per zone, in the zones' order.
+    private_subnet_cidrs: tuple[str, ...]
+    public_subnet_cidrs: tuple[str, ...]
+    nat_gateway_per_az: bool  # else one NAT gateway for the whole VPC
 
 
 class Network(pulumi.ComponentResource):
@@ -30,7 +33,7 @@ class Network(pulumi.ComponentResource):
 
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
-            cidr_block=args.settings.cidr,
+            cidr_block=args.cidr,
             enable_dns_hostnames=True,
             enable_dns_support=True,
             tags={"Name": f"{args.cluster_name}-vpc"},
@@ -39,10 +42,9 @@ class Network(pulumi.ComponentResource):
         self.igw = aws.ec2.InternetGateway(
             f"{name}-igw", vpc_id=self.vpc.id, tags={"Name": f"{args.cluster_name}-igw"}, opts=child
         )
-        private_cidrs, public_cidrs = args.settings.subnet_cidrs()
         self.public_subnets = [
             self._subnet(name, "public", i, az, cidr, {**cluster_tag, "kubernetes.io/role/elb": "1"}, child)
-            for i, (az, cidr) in enumerate(zip(args.availability_zones, public_cidrs, strict=True))
+            for i, (az, cidr) in enumerate(zip(args.availability_zones, args.public_subnet_cidrs, strict=True))
         ]
         private_tags = {
             **cluster_tag,
@@ -51,7 +53,7 @@ class Network(pulumi.ComponentResource):
         }
         self.private_subnets = [
             self._subnet(name, "private", i, az, cidr, private_tags, child)
-            for i, (az, cidr) in enumerate(zip(args.availability_zones, private_cidrs, strict=True))
+            for i, (az, cidr) in enumerate(zip(args.availability_zones, args.private_subnet_cidrs, strict=True))
         ]
         public_routes = self._public_routes(name, child)
         self.nat_gateways = self._nat_gateways(name, args, child)
@@ -103,7 +105,7 @@ class Network(pulumi.ComponentResource):
 
     def _nat_gateways(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions) -> list[aws.ec2.NatGateway]:
         # One NAT per AZ survives an AZ outage; a single NAT is cheaper for dev.
-        count = len(self.public_subnets) if args.settings.nat_gateways == "perAz" else 1
+        count = len(self.public_subnets) if args.nat_gateway_per_az else 1
         gateways = []
         for i in range(count):
             eip = aws.ec2.Eip(f"{name}-nat-eip-{i}", domain="vpc", tags={"Name": f"{name}-nat-{i}"}, opts=opts)

@@ -16,7 +16,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from domain import contract, image_cache
-from domain.settings import PoolSettings
 
 KARPENTER_API = "karpenter.sh/v1"
 NODECLASS_API = "karpenter.k8s.aws/v1"
@@ -24,27 +23,70 @@ OVERLAY_API = "karpenter.sh/v1alpha1"
 
 
 @dataclass(frozen=True)
+class DisruptionBudget:
+    """One entry of a NodePool's `disruption.budgets`."""
+
+    nodes: str
+    schedule: str | None = None
+    duration: str | None = None
+    reasons: tuple[str, ...] | None = None
+
+    def as_karpenter(self) -> dict:
+        fields = {"nodes": self.nodes, "schedule": self.schedule, "duration": self.duration, "reasons": self.reasons}
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class CacheVolume:
+    """The image-cache volume a node starts from (see domain.image_cache)."""
+
+    snapshot_id: str
+    volume_gib: int
+
+
+@dataclass(frozen=True)
+class NodePoolSpec:
+    """One NodePool with its EC2NodeClass (and NodeOverlays on a shared pool)."""
+
+    gpu: str  # one of contract.GPU_MODES
+    instance_families: tuple[str, ...]
+    capacity_types: tuple[str, ...]
+    architectures: tuple[str, ...]
+    max_cpu: int  # vCPU limit
+    max_memory_gib: int | None
+    gpu_limit: int  # `nvidia.com/gpu` limit in what nodes advertise (slices on a shared pool); 0 on a CPU pool
+    gpu_counts: tuple[int, ...]  # GPUs per instance among the families: one NodeOverlay each on a shared pool
+    time_slicing_replicas: int | None  # shared pools only
+    consolidation: str
+    consolidate_after: str
+    expire_after: str
+    budgets: tuple[DisruptionBudget, ...]
+    root_volume_gib: int
+    ami_alias: str
+    weight: int | None
+    cache_volume: CacheVolume | None  # None: nodes pull their images
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu != "none"
+
+
+@dataclass(frozen=True)
 class NodePoolsArgs:
     cluster_name: str
     node_role_name: pulumi.Input[str]
-    pools: Mapping[str, PoolSettings]  # keyed by pool name
+    pools: Mapping[str, NodePoolSpec]  # keyed by pool name
     instance_tags: Mapping[str, str]  # Karpenter launches instances itself: provider default_tags never reach them
     depends_on: list[pulumi.Resource]  # Karpenter CRDs and controller
 
 
-def pool_contract(name: str, pool: PoolSettings) -> contract.PoolContract:
+def pool_contract(name: str, pool: NodePoolSpec) -> contract.PoolContract:
     return contract.PoolContract(name=name, gpu_mode=pool.gpu)
 
 
-def gpu_limit(pool: PoolSettings) -> int:
-    """The NodePool's `nvidia.com/gpu` limit (in slices on a shared pool)."""
-    assert pool.max_gpus is not None
-    return pool.gpu_limit
-
-
-def block_devices(pool: PoolSettings) -> list[dict]:
+def block_devices(pool: NodePoolSpec) -> list[dict]:
     volume = {
-        "volumeSize": f"{pool.root_volume}Gi",
+        "volumeSize": f"{pool.root_volume_gib}Gi",
         "volumeType": "gp3",
         "encrypted": True,
         "deleteOnTermination": True,
@@ -52,34 +94,32 @@ def block_devices(pool: PoolSettings) -> list[dict]:
         # Image pulls are throughput-bound: GPU pools get more than the gp3 baseline.
         "throughput": 500 if pool.is_gpu else 125,
     }
-    snapshot = pool.image_cache.snapshot_id if pool.image_cache else None
+    cached = pool.cache_volume
     if pool.ami_alias.startswith("bottlerocket@"):
         # Bottlerocket keeps the OS on a small volume and images on the data volume,
         # which can start from the image-cache snapshot as it is.
         os_volume = {"volumeSize": "4Gi", "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True}
-        if snapshot:
-            assert pool.image_cache is not None
-            size = max(pool.root_volume, pool.image_cache.volume_gib)
-            volume = {**volume, "volumeSize": f"{size}Gi", "snapshotID": snapshot}
+        if cached:
+            size = max(pool.root_volume_gib, cached.volume_gib)
+            volume = {**volume, "volumeSize": f"{size}Gi", "snapshotID": cached.snapshot_id}
         return [{"deviceName": "/dev/xvda", "ebs": os_volume}, {"deviceName": "/dev/xvdb", "ebs": volume}]
     devices = [{"deviceName": "/dev/xvda", "ebs": volume, "rootVolume": True}]
-    if snapshot:
+    if cached:
         # AL2023: containerd's store moves onto this volume (see node_user_data).
-        assert pool.image_cache is not None
-        cache = image_cache.cache_block_device(snapshot, pool.image_cache.volume_gib)
+        cache = image_cache.cache_block_device(cached.snapshot_id, cached.volume_gib)
         # Encrypted whatever the snapshot is: EC2 encrypts a copy of an unencrypted one.
         devices.append({**cache, "ebs": {**cache["ebs"], "encrypted": True}})
     return devices
 
 
-def node_user_data(pool: PoolSettings) -> str | None:
+def node_user_data(pool: NodePoolSpec) -> str | None:
     """AL2023 nodes with an image-cache snapshot mount it at containerd's root before nodeadm starts it."""
-    if pool.image_cache and pool.image_cache.snapshot_id and pool.ami_alias.startswith("al2023@"):
+    if pool.cache_volume and pool.ami_alias.startswith("al2023@"):
         return image_cache.al2023_containerd_volume_user_data()
     return None
 
 
-def node_class_spec(cluster_name: str, role: str, pool: PoolSettings, tags: Mapping[str, str]) -> dict:
+def node_class_spec(cluster_name: str, role: str, pool: NodePoolSpec, tags: Mapping[str, str]) -> dict:
     discovery = [{"tags": {contract.DISCOVERY_TAG: cluster_name}}]
     return {
         "role": role,
@@ -100,7 +140,7 @@ def node_class_spec(cluster_name: str, role: str, pool: PoolSettings, tags: Mapp
     }
 
 
-def node_pool_spec(name: str, pool: PoolSettings) -> dict:
+def node_pool_spec(name: str, pool: NodePoolSpec) -> dict:
     terms = pool_contract(name, pool)
     requirements = [
         {"key": contract.INSTANCE_FAMILY_LABEL, "operator": "In", "values": list(pool.instance_families)},
@@ -112,7 +152,7 @@ def node_pool_spec(name: str, pool: PoolSettings) -> dict:
     if pool.max_memory_gib:
         limits["memory"] = f"{pool.max_memory_gib}Gi"
     if pool.is_gpu:
-        limits[contract.GPU_RESOURCE] = gpu_limit(pool)
+        limits[contract.GPU_RESOURCE] = pool.gpu_limit
     template_spec: dict = {
         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
         "requirements": requirements,
@@ -125,7 +165,7 @@ def node_pool_spec(name: str, pool: PoolSettings) -> dict:
         "disruption": {
             "consolidationPolicy": pool.consolidation,
             "consolidateAfter": pool.consolidate_after,
-            "budgets": [b.model_dump(exclude_none=True) for b in pool.disruption_budgets],
+            "budgets": [b.as_karpenter() for b in pool.budgets],
         },
         "limits": limits,
     }
@@ -134,13 +174,13 @@ def node_pool_spec(name: str, pool: PoolSettings) -> dict:
     return spec
 
 
-def node_pool_metadata(name: str, pool: PoolSettings) -> dict:
+def node_pool_metadata(name: str, pool: NodePoolSpec) -> dict:
     if pool.time_slicing_replicas is None:
         return {"name": name}
     return {"name": name, "annotations": {contract.TIME_SLICING_REPLICAS_ANNOTATION: str(pool.time_slicing_replicas)}}
 
 
-def node_overlay_specs(name: str, pool: PoolSettings) -> dict[str, dict]:
+def node_overlay_specs(name: str, pool: NodePoolSpec) -> dict[str, dict]:
     """Overlay name -> spec, one per GPUs-per-instance count of a shared pool."""
     if pool.gpu != "shared":
         return {}

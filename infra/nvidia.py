@@ -16,7 +16,6 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from domain import contract, pods, versions
-from domain.settings import PoolSettings
 from infra.helm import pinned_release
 
 NAMESPACE = "nvidia-device-plugin"
@@ -25,17 +24,17 @@ CONFIG_MAP = "nvidia-device-plugin-configs"
 
 @dataclass(frozen=True)
 class DevicePluginArgs:
-    pools: Mapping[str, PoolSettings]
+    # Shared (time-sliced) pool name -> slices per physical GPU; dedicated pools use the default config.
+    time_slicing: Mapping[str, int]
 
 
-def plugin_configs(pools: Mapping[str, PoolSettings]) -> dict[str, dict]:
+def plugin_configs(time_slicing: Mapping[str, int]) -> dict[str, dict]:
     """Config name -> device-plugin config (the plugin's `version: v1` format)."""
     flags = {"migStrategy": "none"}
     configs: dict[str, dict] = {contract.DEVICE_PLUGIN_DEFAULT_CONFIG: {"version": "v1", "flags": flags}}
-    for name, pool in sorted(pools.items()):
-        config = contract.PoolContract(name, pool.gpu).device_plugin_config
-        if pool.gpu != "shared" or config is None:
-            continue
+    for name, replicas in sorted(time_slicing.items()):
+        config = contract.PoolContract(name, "shared").device_plugin_config
+        assert config is not None  # every shared pool's nodes select a config of their own
         configs[config] = {
             "version": "v1",
             "flags": flags,
@@ -45,7 +44,7 @@ def plugin_configs(pools: Mapping[str, PoolSettings]) -> dict[str, dict]:
                     "renameByDefault": False,
                     # A slice gives no more compute when asked twice: refuse instead of misleading.
                     "failRequestsGreaterThanOne": True,
-                    "resources": [{"name": contract.GPU_RESOURCE, "replicas": pool.time_slicing_replicas}],
+                    "resources": [{"name": contract.GPU_RESOURCE, "replicas": replicas}],
                 }
             },
         }
@@ -84,7 +83,7 @@ class DevicePlugin(pulumi.ComponentResource):
             opts=child,
         )
         ns_child = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
-        self.configs = plugin_configs(args.pools)
+        self.configs = plugin_configs(args.time_slicing)
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-configs",
             metadata={"name": CONFIG_MAP, "namespace": NAMESPACE},

@@ -26,7 +26,7 @@ import pulumi_kubernetes as k8s
 
 from domain import contract, pods, versions
 from domain.headroom import GpuConsumer, placeholder_resources
-from domain.settings import PoolSettings
+from infra.placement import PoolPlacement
 
 NAMESPACE = "gpu-warmup"
 PRIORITY_CLASS = "gpu-headroom"
@@ -38,15 +38,25 @@ PREPULL_APP = "image-prepull"
 
 
 @dataclass(frozen=True)
+class WarmPool:
+    """A GPU pool as the warm-up reads it."""
+
+    placement: PoolPlacement
+    warm_gpus: int  # kept running ahead of demand, in what its pods request (slices on a shared pool)
+    pre_pull: bool  # pull the pool's images on every node as it joins
+    cache_images: tuple[str, ...]  # pulled besides the inference images of the pool
+
+
+@dataclass(frozen=True)
 class WarmupArgs:
-    pools: Mapping[str, PoolSettings]
+    pools: Mapping[str, WarmPool]  # GPU pools only, keyed by pool name
     # Pool -> inference images that run there (added by the workloads): pulled too.
     pool_images: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Pool -> the pods that may preempt its headroom: placeholders are sized after them.
     consumers: Mapping[str, tuple[GpuConsumer, ...]] = field(default_factory=dict)
 
 
-def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
+def placeholder_shape(pool: WarmPool) -> tuple[int, int]:
     """(pods, GPUs each) that hold `warmGpus`: GPUs on a dedicated pool, slices on a shared one.
 
     One unit per pod lets a real pod preempt exactly what it needs, and leaves
@@ -55,12 +65,12 @@ def placeholder_shape(pool: PoolSettings) -> tuple[int, int]:
     return pool.warm_gpus, 1
 
 
-def _pod_base(pool_name: str, pool: PoolSettings) -> dict:
-    terms = contract.PoolContract(pool_name, pool.gpu)
+def _pod_base(pool: WarmPool) -> dict:
+    terms = pool.placement.terms
     return {
         "nodeSelector": terms.node_selector(),
         "tolerations": terms.tolerations(),
-        **pods.packing_affinity(pool),
+        **pods.packing_affinity(pool.placement),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 0,
         # Pod Security `restricted` (the namespace enforces it): the pause user, the
@@ -70,7 +80,8 @@ def _pod_base(pool_name: str, pool: PoolSettings) -> dict:
     }
 
 
-def headroom_deployment(pool_name: str, pool: PoolSettings, consumers: tuple[GpuConsumer, ...] = ()) -> dict:
+def headroom_deployment(pool: WarmPool, consumers: tuple[GpuConsumer, ...] = ()) -> dict:
+    pool_name = pool.placement.name
     count, gpus = placeholder_shape(pool)
     labels = {"app.kubernetes.io/name": HEADROOM_APP, contract.NODEPOOL_LABEL: pool_name}
     cpu, memory = placeholder_resources(consumers)
@@ -92,7 +103,7 @@ def headroom_deployment(pool_name: str, pool: PoolSettings, consumers: tuple[Gpu
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    **_pod_base(pool_name, pool),
+                    **_pod_base(pool),
                     "priorityClassName": PRIORITY_CLASS,
                     "containers": [
                         {
@@ -108,15 +119,15 @@ def headroom_deployment(pool_name: str, pool: PoolSettings, consumers: tuple[Gpu
     }
 
 
-def prepull_images(pool_name: str, pool: PoolSettings, pool_images: Mapping[str, tuple[str, ...]]) -> list[str]:
+def prepull_images(pool: WarmPool, pool_images: Mapping[str, tuple[str, ...]]) -> list[str]:
     """Images the pool's nodes pull at join, in a stable order without repeats."""
-    if pool.image_cache is not None and not pool.image_cache.pre_pull:
+    if not pool.pre_pull:
         return []
-    configured = pool.image_cache.images if pool.image_cache is not None else ()
-    return list(dict.fromkeys([*configured, *pool_images.get(pool_name, ())]))
+    return list(dict.fromkeys([*pool.cache_images, *pool_images.get(pool.placement.name, ())]))
 
 
-def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> dict:
+def prepull_daemonset(pool: WarmPool, images: list[str]) -> dict:
+    pool_name = pool.placement.name
     labels = {"app.kubernetes.io/name": PREPULL_APP, contract.NODEPOOL_LABEL: pool_name}
     small = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
     pulls = [
@@ -140,7 +151,7 @@ def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> 
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    **_pod_base(pool_name, pool),
+                    **_pod_base(pool),
                     "initContainers": pulls,
                     "containers": [
                         {
@@ -159,11 +170,11 @@ def prepull_daemonset(pool_name: str, pool: PoolSettings, images: list[str]) -> 
 class GpuWarmup(pulumi.ComponentResource):
     def __init__(self, name: str, args: WarmupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:warmup:GpuWarmup", name, None, opts)
-        gpu_pools = {k: p for k, p in sorted(args.pools.items()) if p.is_gpu}
+        gpu_pools = dict(sorted(args.pools.items()))
         headroom = {
-            k: headroom_deployment(k, p, tuple(args.consumers.get(k, ()))) for k, p in gpu_pools.items() if p.warm_gpus
+            k: headroom_deployment(p, tuple(args.consumers.get(k, ()))) for k, p in gpu_pools.items() if p.warm_gpus
         }
-        prepull = {k: images for k, p in gpu_pools.items() if (images := prepull_images(k, p, args.pool_images))}
+        prepull = {k: images for k, p in gpu_pools.items() if (images := prepull_images(p, args.pool_images))}
         self.headroom: dict[str, k8s.apps.v1.Deployment] = {}
         self.prepull: dict[str, k8s.apps.v1.DaemonSet] = {}
         self.priority_class: k8s.scheduling.v1.PriorityClass | None = None
@@ -192,7 +203,7 @@ class GpuWarmup(pulumi.ComponentResource):
                         f"{name}-headroom-{key}", metadata=obj["metadata"], spec=obj["spec"], opts=placeholders
                     )
             for key, images in prepull.items():
-                obj = prepull_daemonset(key, gpu_pools[key], images)
+                obj = prepull_daemonset(gpu_pools[key], images)
                 self.prepull[key] = k8s.apps.v1.DaemonSet(
                     f"{name}-prepull-{key}", metadata=obj["metadata"], spec=obj["spec"], opts=ns_child
                 )

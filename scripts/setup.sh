@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned dependencies and the helm CLI that renders
 # the charts (scripts/install-helm.sh). `--dev` adds the test tools and Debian's
-# prometheus package (a real server and promtool for the tests).
+# prometheus package (a real server and promtool for the tests) and shellcheck
+# (scripts/install-shellcheck.sh, for the image snapshot templates).
 # Safe to run again: it only installs what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +31,5 @@ fi
 ./scripts/install-helm.sh
 if [ "${1:-}" = "--dev" ]; then
   ./scripts/install-prometheus.sh
+  ./scripts/install-shellcheck.sh
 fi

@@ -8,6 +8,7 @@ and call `plan_of`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from domain.settings import Settings
+from domain.settings import Settings, raw_from_stack_config
 from tools.plan.mocks import Recorded
 from tools.plan.run import ROOT, read_stack_file, run_program
 from tools.plan.writer import HELM_RELEASE, helm_release, is_manifest, manifest
@@ -53,6 +54,12 @@ def stack_config(stack: str) -> dict[str, Any]:
     """A deep copy of `Pulumi.<stack>.yaml`'s config, safe to mutate."""
     config, _ = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
     return copy.deepcopy(config)
+
+
+def settings_of(stack_or_config: str | Mapping[str, Any] = "dev") -> Settings:
+    """Validated settings of a stack file by name (`"prod"`) or of a config as such a file holds it."""
+    config = stack_config(stack_or_config) if isinstance(stack_or_config, str) else stack_or_config
+    return Settings.from_raw(raw_from_stack_config(config))
 
 
 def plan_of(config: dict[str, Any], stack: str = "test") -> Plan:

@@ -41,9 +41,7 @@ def test_pinned_means_a_digest_or_a_tag_other_than_latest(ref, pinned):
     assert ImageRef.parse(ref).pinned is pinned
 
 
-@pytest.mark.parametrize(
-    "ref", ["", "UPPER/case:1", "app:", "app@sha256:short", "-app:1", "a" * 250 + ":1.0.0.0.0"]
-)
+@pytest.mark.parametrize("ref", ["", "UPPER/case:1", "app:", "app@sha256:short", "-app:1", "a" * 250 + ":1.0.0.0.0"])
 def test_invalid_references_are_refused_with_an_example(ref):
     with pytest.raises(InvalidImageRef, match="is not an image reference such as"):
         ImageRef.parse(ref)

@@ -143,6 +143,9 @@ class Model:
                 f"{self.path}: expected one input and one output (got {len(inputs)} inputs, {len(outputs)} outputs)"
             )
         self._input_name = inputs[0].name
+        # Tensor metadata (name, element type, shape) as ONNX Runtime read it from the file:
+        # what the Open Inference Protocol's model metadata reports (workloads/server/oip.py).
+        self.inputs, self.outputs = list(inputs), list(outputs)
         self.input_size = _feature_size(self.path, "input", inputs[0].shape)
         self.output_size = _feature_size(self.path, "output", outputs[0].shape)
         # The provider the session actually uses: CUDA can be requested and still

@@ -23,8 +23,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from domain import contract, naming, pods
-from domain.settings import BatchJobSettings, PoolSettings
 from infra.identity import pod_identity_role
+from infra.placement import PoolPlacement
 
 NAMESPACE = "batch"
 RESULTS_PREFIX = "results/"
@@ -32,9 +32,26 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum: time to look at poiso
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """One queue-driven job: its worker container and how KEDA starts Jobs from the queue."""
+
+    image: str
+    gpus: int  # 0 on a CPU pool
+    cpu: str
+    memory_gib: int
+    max_replicas: int  # Jobs at once
+    messages_per_job: int
+    polling_interval_seconds: int
+    visibility_timeout_seconds: int
+    max_receive_count: int  # receives before a message moves to the dead-letter queue
+    active_deadline_seconds: int
+    do_not_disrupt: bool  # Karpenter must not consolidate a node under a running Job
+
+
+@dataclass(frozen=True)
 class BatchJobArgs:
-    settings: BatchJobSettings
-    pool: PoolSettings
+    job: JobSpec
+    pool: PoolPlacement
     cluster_name: str
     region: str
     keda_operator_role_name: pulumi.Input[str]
@@ -89,10 +106,8 @@ def tls_only_policy(bucket_arn: str) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
-def job_pod_spec(
-    name: str, spec: BatchJobSettings, pool: PoolSettings, queue_url: str, bucket: str, region: str
-) -> dict:
-    terms = contract.PoolContract(spec.pool, pool.gpu)
+def job_pod_spec(name: str, spec: JobSpec, pool: PoolPlacement, queue_url: str, bucket: str, region: str) -> dict:
+    terms = pool.terms
     env = {
         "QUEUE_URL": queue_url,
         "RESULTS_BUCKET": bucket,
@@ -129,7 +144,7 @@ def job_pod_spec(
 
 
 def scaled_job(
-    name: str, spec: BatchJobSettings, pool: PoolSettings, queue_url: str, bucket: str, region: str, namespace: str
+    name: str, spec: JobSpec, pool: PoolPlacement, queue_url: str, bucket: str, region: str, namespace: str
 ) -> dict:
     annotations = {"karpenter.sh/do-not-disrupt": "true"} if spec.do_not_disrupt else {}
     return {
@@ -167,7 +182,7 @@ def scaled_job(
 class BatchJob(pulumi.ComponentResource):
     def __init__(self, name: str, args: BatchJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:batch:BatchJob", name, None, opts)
-        spec, ns = args.settings, args.namespace
+        spec, ns = args.job, args.namespace
         child = pulumi.ResourceOptions(parent=self)
         base = f"{args.cluster_name}-{name}"
         self.dead_letters = aws.sqs.Queue(

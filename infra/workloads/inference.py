@@ -34,8 +34,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from domain import contract, metric_names, pods
-from domain.settings import InferenceSettings, PoolSettings
 from infra import keda_http
+from infra.placement import PoolPlacement
 
 NAMESPACE = "inference"
 SIGNAL_METRIC = metric_names.IN_FLIGHT
@@ -46,9 +46,61 @@ SERVICE_PORT = 80
 
 
 @dataclass(frozen=True)
+class ScaleUp:
+    stabilization_seconds: int
+    pods_per_period: int
+    period_seconds: int
+
+
+@dataclass(frozen=True)
+class ScaleDown:
+    stabilization_seconds: int
+    percent_per_period: int
+    period_seconds: int
+
+
+@dataclass(frozen=True)
+class ScalingSpec:
+    """How KEDA scales a service (see the module docstring for the signal)."""
+
+    min_replicas: int
+    max_replicas: int
+    target_in_flight: float  # requests in flight per replica the autoscaler aims for
+    activation_in_flight: float
+    polling_interval_seconds: int
+    cooldown_seconds: int
+    scrape_interval_seconds: int
+    cold_start_timeout_seconds: int  # how long the interceptor holds a request while the service wakes
+    scale_up: ScaleUp
+    scale_down: ScaleDown
+    wake_up_query: str | None  # PromQL > 0 when traffic waits for a service at zero replicas
+    # At zero replicas with no wake-up query of its own: the KEDA HTTP add-on wakes it
+    # (the settings decide: `ScalingSettings.wakes_through_interceptor`).
+    wakes_through_interceptor: bool
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service's server container and scaling."""
+
+    image: str
+    gpus: int  # GPUs per pod (one slice on a shared pool)
+    cpu: str
+    memory_gib: int
+    port: int
+    model_load_seconds: int
+    drain_seconds: int
+    max_batch_size: int
+    max_wait_ms: int
+    max_queue: int
+    do_not_disrupt: bool  # Karpenter must not consolidate a node under the service's pods
+    scaling: ScalingSpec
+
+
+@dataclass(frozen=True)
 class InferenceServiceArgs:
-    settings: InferenceSettings
-    pool: PoolSettings
+    service: ServiceSpec
+    pool: PoolPlacement
     prometheus_url: str
     namespace: str = NAMESPACE
 
@@ -67,12 +119,12 @@ def startup_failure_threshold(model_load_seconds: int) -> int:
     return math.ceil((model_load_seconds * 1.5 + 60) / PROBE_PERIOD_SECONDS)
 
 
-def grace_period_seconds(spec: InferenceSettings) -> int:
+def grace_period_seconds(spec: ServiceSpec) -> int:
     """preStop sleep + the server's own drain timeout + a margin, so the kubelet never kills mid-drain."""
     return PRE_STOP_SECONDS + spec.drain_seconds + 10
 
 
-def spread_keys(pool: PoolSettings) -> tuple[str, ...]:
+def spread_keys(pool: PoolPlacement) -> tuple[str, ...]:
     """Topology keys a service's pods spread over.
 
     Karpenter's default `preferencePolicy: Respect` treats a `ScheduleAnyway` spread as
@@ -86,7 +138,7 @@ def spread_keys(pool: PoolSettings) -> tuple[str, ...]:
     return ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
 
 
-def topology_spread(name: str, pool: PoolSettings) -> list[dict]:
+def topology_spread(name: str, pool: PoolPlacement) -> list[dict]:
     """Spread over zones and nodes when capacity allows; never block a scale-out for it."""
     return [
         {
@@ -99,8 +151,8 @@ def topology_spread(name: str, pool: PoolSettings) -> list[dict]:
     ]
 
 
-def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSettings) -> dict:
-    terms = contract.PoolContract(pool_name, pool.gpu)
+def pod_spec(name: str, spec: ServiceSpec, pool: PoolPlacement) -> dict:
+    terms = pool.terms
     gpus = str(spec.gpus)
     env = {
         "PORT": str(spec.port),
@@ -164,7 +216,7 @@ def pod_spec(name: str, spec: InferenceSettings, pool_name: str, pool: PoolSetti
 REPLICAS_OWNED_BY_HPA = ["spec.replicas"]
 
 
-def deployment(name: str, spec: InferenceSettings, pool: PoolSettings, namespace: str = NAMESPACE) -> dict:
+def deployment(name: str, spec: ServiceSpec, pool: PoolPlacement, namespace: str = NAMESPACE) -> dict:
     annotations = {"karpenter.sh/do-not-disrupt": "true"} if spec.do_not_disrupt else {}
     return {
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name), "annotations": pods.SKIP_AWAIT},
@@ -177,13 +229,13 @@ def deployment(name: str, spec: InferenceSettings, pool: PoolSettings, namespace
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": labels(name), **({"annotations": annotations} if annotations else {})},
-                "spec": pod_spec(name, spec, spec.pool, pool),
+                "spec": pod_spec(name, spec, pool),
             },
         },
     }
 
 
-def scaled_object(name: str, spec: InferenceSettings, prometheus_url: str, namespace: str = NAMESPACE) -> dict:
+def scaled_object(name: str, spec: ServiceSpec, prometheus_url: str, namespace: str = NAMESPACE) -> dict:
     scaling = spec.scaling
     triggers = [
         {
@@ -264,7 +316,7 @@ def wake_up_host(name: str, namespace: str = NAMESPACE) -> str:
     return f"{name}.{namespace}"
 
 
-def http_scaled_object(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+def http_scaled_object(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) -> dict:
     """The interceptor's route to a scale-to-zero service; its ScaledObject stays ours (annotation)."""
     scaling = spec.scaling
     return {
@@ -290,7 +342,7 @@ def http_scaled_object(name: str, spec: InferenceSettings, namespace: str = NAME
     }
 
 
-def service_monitor(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+def service_monitor(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) -> dict:
     return {
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
         "spec": {
@@ -308,7 +360,7 @@ def service_monitor(name: str, spec: InferenceSettings, namespace: str = NAMESPA
     }
 
 
-def network_policy(name: str, spec: InferenceSettings, namespace: str = NAMESPACE) -> dict:
+def network_policy(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) -> dict:
     """Who may reach a service's pods: Prometheus (scrapes), clients that carry the
     client label, and the KEDA HTTP interceptor when the service wakes through it.
 
@@ -350,7 +402,7 @@ def _custom_resource(
 class InferenceService(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:inference:InferenceService", name, None, opts)
-        spec, ns = args.settings, args.namespace
+        spec, ns = args.service, args.namespace
         child = pulumi.ResourceOptions(parent=self)
         meta = {"name": name, "namespace": ns, "labels": labels(name)}
         self.service_account = k8s.core.v1.ServiceAccount(

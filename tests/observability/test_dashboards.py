@@ -14,6 +14,7 @@ import promql_parser
 import pytest
 
 from domain.settings import MonitoringSettings
+from infra.mapping import monitoring_args
 from infra.monitoring import stack_values
 from infra.observability import alerts, dashboards, ksm_label
 from infra.observability.dashboards import (
@@ -113,7 +114,7 @@ def test_config_map_data_is_the_dashboards_as_json() -> None:
 
 
 def test_helm_values_use_the_dashboard_label_and_node_label_allowlist() -> None:
-    values = stack_values(MonitoringSettings(), "gp3")
+    values = stack_values(monitoring_args(MonitoringSettings(), storage_class="gp3", depends_on=[]), "gp3")
     sidecar = values["grafana"]["sidecar"]["dashboards"]
     assert (sidecar["label"], sidecar["labelValue"]) == DASHBOARD_LABEL == ("grafana_dashboard", "1")
     allowlist = values["kube-state-metrics"]["metricLabelsAllowlist"]

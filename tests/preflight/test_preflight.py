@@ -34,8 +34,8 @@ from moto import mock_aws
 
 from domain import versions
 from domain.amis import ssm_parameter
-from domain.settings import Settings, raw_from_stack_config
-from tests.conftest import stack_config
+from domain.settings import Settings
+from tests.conftest import settings_of, stack_config
 from tools.plan.run import ROOT
 from tools.preflight import aws, checks
 from tools.preflight.__main__ import main
@@ -155,10 +155,6 @@ class Account:
     def verify(self) -> None:
         for stub in self.stubs:
             stub.assert_no_pending_responses()
-
-
-def settings_of(config: dict) -> Settings:
-    return Settings.from_raw(raw_from_stack_config(config))
 
 
 def all_amis(config: dict) -> dict[str, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import stack_config
+from tests.conftest import settings_of as settings_of  # component tests import it from here
 from tools.plan.mocks import Recorded
 from tools.plan.run import record
 
@@ -29,9 +29,3 @@ def assert_parented(resources: list[Recorded], component_type: str) -> None:
     children = [r for r in resources if r.type != component_type and not r.type.startswith("pulumi:providers:")]
     orphans = [r.urn for r in children if f"{component_type}$" not in r.urn]
     assert children and not orphans, f"resources not parented to {component_type}: {orphans}"
-
-
-def settings_of(stack: str = "dev"):
-    from domain.settings import Settings, raw_from_stack_config
-
-    return Settings.from_raw(raw_from_stack_config(stack_config(stack)))

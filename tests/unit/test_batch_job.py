@@ -7,7 +7,8 @@ import json
 import pytest
 
 from domain import contract
-from infra.workloads.batch_job import RESULTS_PREFIX, BatchJob, BatchJobArgs
+from infra.mapping import batch_job_args
+from infra.workloads.batch_job import RESULTS_PREFIX, BatchJob
 from tests.unit.helpers import assert_parented, build, named, of_type, settings_of
 
 QUEUE_ARN = "arn:aws:sqs:us-west-2:123456789012:gpuinf-dev-offline-scoring"
@@ -20,14 +21,8 @@ def dev():
 
 @pytest.fixture(scope="module")
 def job(dev):
-    spec = dev.batch_jobs["offline-scoring"]
-    args = BatchJobArgs(
-        settings=spec,
-        pool=dev.node_pools[spec.pool],
-        cluster_name="gpuinf-dev",
-        region="us-west-2",
-        keda_operator_role_name="gpuinf-dev-keda-operator",
-    )
+    args = batch_job_args(dev, "offline-scoring", keda_operator_role_name="gpuinf-dev-keda-operator")
+    assert (args.cluster_name, args.region) == ("gpuinf-dev", "us-west-2")
     return build(lambda: BatchJob("offline-scoring", args))
 
 

@@ -4,7 +4,8 @@ import json
 
 from domain import contract, versions
 from domain.settings import ClusterSettings
-from infra.cluster import CLUSTER_ADMIN_POLICY, Cluster, ClusterArgs
+from infra.cluster import CLUSTER_ADMIN_POLICY, Cluster
+from infra.mapping import cluster_args
 from tests.unit.helpers import assert_parented, build, named, of_type
 from tools.plan.mocks import SECRET
 
@@ -14,8 +15,8 @@ ADMIN = "arn:aws:iam::123456789012:role/platform-admin"
 def _cluster(**overrides):
     raw = {"name": "gpuinf-test", "version": "1.33", "adminRoleArns": [ADMIN], **overrides}
     settings = ClusterSettings.parse(raw)
-    args = ClusterArgs(
-        settings=settings,
+    args = cluster_args(
+        settings,
         vpc_id="vpc-1",
         public_subnet_ids=["subnet-pub-a", "subnet-pub-b"],
         private_subnet_ids=["subnet-priv-a", "subnet-priv-b"],

@@ -10,13 +10,8 @@ import sys
 import pytest
 
 from domain import catalog, cost
-from domain.settings import Settings, raw_from_stack_config
-from tests.conftest import stack_config
+from tests.conftest import settings_of, stack_config
 from tools.plan.run import ROOT
-
-
-def settings_of(config: dict) -> Settings:
-    return Settings.from_raw(raw_from_stack_config(config))
 
 
 def test_every_catalog_family_has_prices_and_matching_gpu_counts():

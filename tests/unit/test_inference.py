@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from domain import contract
-from domain.settings import ConfigError, Settings, raw_from_stack_config
+from domain.settings import ConfigError
+from infra import mapping
 from infra.workloads import inference
-from infra.workloads.inference import InferenceService, InferenceServiceArgs
-from infra.workloads.load_generator import LoadGenerator, LoadGeneratorArgs
+from infra.workloads.inference import InferenceService
+from infra.workloads.load_generator import LoadGenerator
 from tests.conftest import plan_of, stack_config
 from tests.policy_rules.helpers import resource_violations
 from tests.unit.helpers import assert_parented, build, named, settings_of
@@ -26,12 +28,8 @@ def dev():
 
 @pytest.fixture(scope="module")
 def llm(dev):
-    svc = dev.inference["llm"]
-    return build(
-        lambda: InferenceService(
-            "llm", InferenceServiceArgs(settings=svc, pool=dev.node_pools[svc.pool], prometheus_url=URL)
-        )
-    )
+    args = mapping.inference_service_args(dev, "llm", prometheus_url=URL)
+    return build(lambda: InferenceService("llm", args))
 
 
 def test_children_are_named_and_parented(llm):
@@ -140,22 +138,24 @@ def test_services_that_keep_a_replica_need_no_http_add_on():
 
 
 def test_shared_pool_service_asks_for_one_slice_with_shared_tolerations(dev):
-    svc = dev.inference["embed-small"]
-    pod = inference.pod_spec("embed-small", svc, "gpu-shared", dev.node_pools["gpu-shared"])
+    args = mapping.inference_service_args(dev, "embed-small", prometheus_url=URL)
+    pod = inference.pod_spec("embed-small", args.service, args.pool)
     assert pod["tolerations"] == contract.PoolContract("gpu-shared", "shared").tolerations()
     assert pod["containers"][0]["resources"]["requests"][contract.GPU_RESOURCE] == "1"
 
 
 def test_do_not_disrupt_annotation_is_opt_in(dev):
-    svc = dev.inference["llm"]
-    assert "annotations" not in inference.deployment("llm", svc, dev.node_pools["gpu"])["spec"]["template"]["metadata"]
-    pinned = svc.model_copy(update={"do_not_disrupt": True})
-    meta = inference.deployment("llm", pinned, dev.node_pools["gpu"])["spec"]["template"]["metadata"]
+    args = mapping.inference_service_args(dev, "llm", prometheus_url=URL)
+    assert "annotations" not in inference.deployment("llm", args.service, args.pool)["spec"]["template"]["metadata"]
+    pinned = dataclasses.replace(args.service, do_not_disrupt=True)
+    meta = inference.deployment("llm", pinned, args.pool)["spec"]["template"]["metadata"]
     assert meta["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
 
 
 def test_load_generator_targets_its_service_on_a_cpu_pool_at_zero_replicas(dev):
-    resources = build(lambda: LoadGenerator("lg", LoadGeneratorArgs(settings=dev.load_generator, cpu_pool="cpu")))
+    args_of = mapping.load_generator_args(dev)
+    assert args_of is not None and not args_of.target_wakes_through_interceptor  # dev's target keeps a replica
+    resources = build(lambda: LoadGenerator("lg", args_of))
     assert_parented(resources, "gpuinf:loadgen:LoadGenerator")
     spec = named(resources, "lg-deployment").inputs["spec"]
     assert spec["replicas"] == 0
@@ -168,7 +168,11 @@ def test_load_generator_targets_its_service_on_a_cpu_pool_at_zero_replicas(dev):
 
 
 def test_load_generator_wakes_a_scale_to_zero_target_through_the_interceptor(dev):
-    args_of = LoadGeneratorArgs(settings=dev.load_generator, cpu_pool="cpu", target_wakes_through_interceptor=True)
+    scale_to_zero = dev.inference["llm"].model_copy(
+        update={"scaling": dev.inference["llm"].scaling.model_copy(update={"min_replicas": 0})}
+    )
+    args_of = mapping.load_generator_args(dev.model_copy(update={"inference": {**dev.inference, "llm": scale_to_zero}}))
+    assert args_of is not None and args_of.target_wakes_through_interceptor
     resources = build(lambda: LoadGenerator("lg", args_of))
     args = named(resources, "lg-deployment").inputs["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:4] == [
@@ -183,7 +187,7 @@ def _error(mutate) -> list[str]:
     config = stack_config("dev")
     mutate(config)
     with pytest.raises(ConfigError) as err:
-        Settings.from_raw(raw_from_stack_config(config))
+        settings_of(config)
     return err.value.lines
 
 

@@ -7,7 +7,8 @@ import pytest
 from domain import contract, versions
 from domain.karpenter_iam import controller_policy
 from domain.settings import KarpenterSettings
-from infra.karpenter import INTERRUPTION_EVENTS, NAMESPACE, SERVICE_ACCOUNT, Karpenter, KarpenterArgs
+from infra.karpenter import INTERRUPTION_EVENTS, NAMESPACE, SERVICE_ACCOUNT, Karpenter
+from infra.mapping import karpenter_args
 from tests.unit.helpers import assert_parented, build, named, of_type
 
 CLUSTER = "gpuinf-test"
@@ -15,7 +16,7 @@ CLUSTER = "gpuinf-test"
 
 @pytest.fixture(scope="module")
 def resources():
-    args = KarpenterArgs(cluster_name=CLUSTER, settings=KarpenterSettings(), region="us-west-2", depends_on=[])
+    args = karpenter_args(KarpenterSettings(), cluster_name=CLUSTER, region="us-west-2", pools={}, depends_on=[])
     return build(lambda: Karpenter("k", args))
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from domain import contract, versions
 from infra import keda, monitoring
+from infra.mapping import monitoring_args
 from infra.observability import alerts, dashboards
 from tests.unit.helpers import assert_parented, build, named, settings_of
 
@@ -19,7 +20,7 @@ def prod():
 
 @pytest.fixture(scope="module")
 def resources(prod):
-    args = monitoring.MonitoringArgs(settings=prod.monitoring, storage_class="gp3", depends_on=[])
+    args = monitoring_args(prod.monitoring, storage_class="gp3", depends_on=[])
     return build(lambda: monitoring.Monitoring("mon", args), region="us-east-1")
 
 

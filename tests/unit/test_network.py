@@ -6,7 +6,8 @@ import pytest
 
 from domain import contract
 from domain.settings import ConfigError, NetworkSettings
-from infra.network import Network, NetworkArgs
+from infra.mapping import network_args
+from infra.network import Network
 from tests.conftest import plan_of, stack_config
 from tests.unit.helpers import assert_parented, build, of_type
 
@@ -15,7 +16,8 @@ ZONES3 = ["us-west-2a", "us-west-2b", "us-west-2c"]
 
 def _network(nat: str, zones: list[str] = ZONES3):
     settings = NetworkSettings.parse({"cidr": "10.40.0.0/16", "azCount": len(zones), "natGateways": nat})
-    return build(lambda: Network("net", NetworkArgs("gpuinf-test", settings, zones)))
+    args = network_args(settings, cluster_name="gpuinf-test", availability_zones=zones)
+    return build(lambda: Network("net", args))
 
 
 def test_subnets_per_az_with_role_and_discovery_tags() -> None:

@@ -4,16 +4,14 @@ import pytest
 
 from domain import contract
 from domain.settings import PoolSettings
-from infra.nodepools import NodePools, NodePoolsArgs, block_devices, node_overlay_specs
+from infra.mapping import node_pool_spec, node_pools_args
+from infra.nodepools import NodePools, block_devices, node_overlay_specs
 from tests.unit.helpers import assert_parented, build, of_type, settings_of
 
 
 @pytest.fixture(scope="module")
 def resources():
-    pools = settings_of("dev").node_pools
-    args = NodePoolsArgs(
-        cluster_name="gpuinf-dev", node_role_name="node-role", pools=pools, instance_tags={"team": "ml"}, depends_on=[]
-    )
+    args = node_pools_args(settings_of("dev"), node_role_name="node-role", depends_on=[])
     return build(lambda: NodePools("np", args))
 
 
@@ -89,7 +87,8 @@ def test_nodeclass_is_imdsv2_encrypted_pinned_and_tagged(resources) -> None:
     assert (ebs["volumeSize"], ebs["encrypted"], ebs["volumeType"]) == ("200Gi", True, "gp3")
     assert gpu["subnetSelectorTerms"] == [{"tags": {contract.DISCOVERY_TAG: "gpuinf-dev"}}]
     assert gpu["securityGroupSelectorTerms"] == gpu["subnetSelectorTerms"]
-    assert gpu["tags"] == {"team": "ml"}
+    # Karpenter launches the instances itself: the provider's default tags plus the cluster's name.
+    assert gpu["tags"] == {**settings_of("dev").default_tags, "cluster": "gpuinf-dev"}
     assert classes["cpu"]["spec"]["blockDeviceMappings"][0]["ebs"]["volumeSize"] == "50Gi"
 
 
@@ -104,13 +103,13 @@ def test_bottlerocket_keeps_images_on_the_data_volume() -> None:
             "amiAlias": "bottlerocket@1.50.0",
         }
     )
-    devices = block_devices(pool)
+    devices = block_devices(node_pool_spec(pool))
     assert [d["deviceName"] for d in devices] == ["/dev/xvda", "/dev/xvdb"]
     assert devices[1]["ebs"]["volumeSize"] == "300Gi" and all(d["ebs"]["encrypted"] for d in devices)
 
 
 def test_dedicated_and_cpu_pools_get_no_overlay() -> None:
-    pools = settings_of("dev").node_pools
+    pools = node_pools_args(settings_of("dev"), node_role_name="r", depends_on=[]).pools
     assert node_overlay_specs("gpu", pools["gpu"]) == {}
     assert node_overlay_specs("cpu", pools["cpu"]) == {}
 
@@ -120,8 +119,7 @@ def test_karpenter_objects_wait_for_the_controller() -> None:
         import pulumi_kubernetes as k8s
 
         marker = k8s.helm.v3.Release("karpenter-release", chart="karpenter", version="1.0.0")
-        pools = settings_of("dev").node_pools
-        NodePools("np", NodePoolsArgs("c", "r", pools, {}, depends_on=[marker]))
+        NodePools("np", node_pools_args(settings_of("dev"), node_role_name="r", depends_on=[marker]))
 
     resources = build(program)
     marker = next(r.urn for r in resources if r.name == "karpenter-release")

@@ -4,14 +4,15 @@ import pytest
 import yaml
 
 from domain import contract, versions
-from infra.nvidia import CONFIG_MAP, NAMESPACE, DevicePlugin, DevicePluginArgs, plugin_configs
+from infra.mapping import device_plugin_args
+from infra.nvidia import CONFIG_MAP, NAMESPACE, DevicePlugin, plugin_configs
 from tests.unit.helpers import assert_parented, build, named, settings_of
 
 
 @pytest.fixture(scope="module")
 def resources():
-    pools = settings_of("dev").node_pools
-    return build(lambda: DevicePlugin("nv", DevicePluginArgs(pools=pools)))
+    args = device_plugin_args(settings_of("dev").node_pools)
+    return build(lambda: DevicePlugin("nv", args))
 
 
 def test_named_configs_exclusive_by_default_and_time_sliced_per_shared_pool(resources) -> None:
@@ -39,7 +40,7 @@ def test_each_shared_pool_gets_its_own_replicas() -> None:
             }
         )
 
-    configs = plugin_configs({"a": shared(2), "b": shared(8)})
+    configs = plugin_configs(device_plugin_args({"a": shared(2), "b": shared(8)}).time_slicing)
     replicas = {
         k: v["sharing"]["timeSlicing"]["resources"][0]["replicas"] for k, v in configs.items() if "sharing" in v
     }

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from domain import contract, scheduling, versions
-from domain.settings import ConfigError, Settings, raw_from_stack_config
-from infra import warmup
-from tests.conftest import plan_of, stack_config
+from domain.settings import ConfigError
+from infra import mapping, warmup
+from tests.conftest import plan_of, settings_of, stack_config
 from tests.support.schemas import validate
 from tests.unit.helpers import assert_parented, build, named, of_type
 from tools.plan.run import ROOT
@@ -101,12 +101,14 @@ def test_warm_objects_validate_against_upstream_schemas(warm_plan):
 
 
 def test_no_headroom_and_no_images_render_nothing():
-    resources = build(lambda: warmup.GpuWarmup("w", warmup.WarmupArgs(pools=_settings(stack_config("dev")).node_pools)))
+    # dev's pools keep no headroom; with no inference images passed in, nothing is pulled either.
+    args = warmup.WarmupArgs(pools=mapping.warm_pools(settings_of(stack_config("dev")).node_pools))
+    resources = build(lambda: warmup.GpuWarmup("w", args))
     assert [r.type for r in resources] == ["gpuinf:warmup:GpuWarmup"]
 
 
 def test_component_alone_names_and_parents():
-    pools = _settings(warm_config()).node_pools
+    pools = mapping.warm_pools(settings_of(warm_config()).node_pools)
     resources = build(lambda: warmup.GpuWarmup("w", warmup.WarmupArgs(pools=pools, pool_images={"gpu": (IMAGE,)})))
     assert_parented(resources, "gpuinf:warmup:GpuWarmup")
     assert named(resources, "w-priority").inputs["value"] == warmup.PRIORITY
@@ -123,10 +125,6 @@ def test_prepull_can_be_switched_off():
     config = warm_config()
     config[NP]["gpu"]["imageCache"]["prePull"] = False
     assert "prepull-gpu" not in plan_of(config).objects("DaemonSet")
-
-
-def _settings(config: dict) -> Settings:
-    return Settings.from_raw(raw_from_stack_config(config))
 
 
 @pytest.mark.parametrize(
@@ -166,7 +164,7 @@ def test_bad_warmup_settings_name_their_key(pool, key, value, message):
     config = stack_config("dev")
     config[NP][pool][key] = value
     with pytest.raises(ConfigError) as err:
-        _settings(config)
+        settings_of(config)
     assert any(line.startswith(message) for line in err.value.lines), err.value.lines
 
 

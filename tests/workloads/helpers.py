@@ -210,3 +210,43 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
             self._log.close()
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw TCP connection to the server at `url`: for requests no HTTP client would send."""
+    return await asyncio.open_connection(*host_port(url))
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes] | None:
+    """One HTTP/1.1 response (status, headers lower-cased, body by Content-Length), or None when
+    the server closed the connection without sending one. Bounded by WAIT_S."""
+
+    async def read() -> tuple[int, dict[str, str], bytes] | None:
+        status_line = await reader.readline()
+        if not status_line:
+            return None
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        return int(status_line.split()[1]), headers, body
+
+    return await asyncio.wait_for(read(), WAIT_S)
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closes the connection (EOF or reset) within WAIT_S; reads what is left."""
+    try:
+        while await asyncio.wait_for(reader.read(65536), WAIT_S):
+            pass
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return False
+    return True

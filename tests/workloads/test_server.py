@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.workloads.helpers import (
+    WAIT_S,
     GatedModel,
     ThreadServer,
     config,
@@ -29,7 +30,7 @@ from tests.workloads.helpers import (
     wait_until,
 )
 from workloads.model import Model, load_model
-from workloads.server.app import PREDICT_PATH, BadRequestError, parse_inputs
+from workloads.server.app import LISTENER_QUIET_S, PREDICT_PATH, BadRequestError, parse_inputs
 from workloads.server.metric_names import BATCH_SIZE, IN_FLIGHT, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS_TOTAL
 
 
@@ -369,3 +370,89 @@ def _async(check):
         return check()
 
     return wrapped
+
+
+def test_a_request_refused_while_draining_is_read_before_its_503(model: Model) -> None:
+    """A body still arriving when the server refuses it: the client gets the 503 (read after its
+    body), not a write error or a reset."""
+    gated = GatedModel(model)
+    with ThreadServer(config(max_batch_size=1, max_wait_ms=0, term_grace_s=0), model=gated) as srv:
+        url = srv.url + PREDICT_PATH
+        body = json.dumps({"inputs": [row(i) for i in range(200)]}).encode()
+
+        async def slowly():  # chunked, each chunk its own write: the 503 could overtake them
+            for start in range(0, len(body), 512):
+                yield body[start : start + 512]
+                await asyncio.sleep(0.001)
+
+        async def scenario(session: aiohttp.ClientSession):
+            held = asyncio.create_task(post(session, url, {"inputs": [row(0)]}))  # keeps the drain waiting
+            await wait_for_metric(session, srv.url, IN_FLIGHT, 1)
+            drained = srv.spawn(srv.server.drain())
+            await wait_until(_not_ready(session, srv.url), "the drain to start")
+            try:
+                refused = await post(session, url, data=slowly())
+            finally:
+                gated.release()
+            return refused, await held, await asyncio.wrap_future(drained)
+
+        (status, headers, answer), held, drained = run(scenario)
+    assert status == 503 and "shutting down" in answer["error"], (status, answer)
+    assert headers.get("Connection", "").lower() == "close"
+    assert held[0] == 200 and drained is True
+
+
+def _not_ready(session: aiohttp.ClientSession, url: str):
+    async def check() -> bool:
+        return (await get(session, url + "/readyz"))[0] == 503
+
+    return check
+
+
+def test_the_drain_closes_keep_alive_connections_between_requests(model: Model) -> None:
+    """An idle keep-alive connection is not closed under the client: the drain waits for its
+    next request (KEEPALIVE_DRAIN_S), answers it 503 + close, and only then finishes."""
+    with ThreadServer(config(term_grace_s=0, keepalive_drain_s=WAIT_S), model=model) as srv:
+
+        async def scenario(session: aiohttp.ClientSession):
+            assert (await get(session, srv.url + "/healthz"))[0] == 200  # opens the keep-alive connection
+            drained = srv.spawn(srv.server.drain())
+            await wait_until(_async(lambda: srv.server.draining), "the drain to start")
+            # Long past the listener's quiet time: a drain that closed idle connections is done.
+            srv.call(asyncio.sleep(4 * LISTENER_QUIET_S))
+            done_while_connected = drained.done()
+            answer = await post(session, srv.url + PREDICT_PATH, {"inputs": [row(0)]})
+            return done_while_connected, answer, await asyncio.wrap_future(drained)
+
+        async def one_connection(fn):
+            connector = aiohttp.TCPConnector(limit=1)
+            async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(WAIT_S)) as s:
+                return await fn(s)
+
+        done_while_connected, (status, headers, body), drained = asyncio.run(one_connection(scenario))
+    assert not done_while_connected, "the drain finished while a keep-alive connection was still open"
+    assert status == 503 and "shutting down" in body["error"], (status, body)
+    assert headers.get("Connection", "").lower() == "close"
+    assert drained is True
+
+
+def test_an_unexpected_error_is_a_counted_json_500(model: Model) -> None:
+    class Broken:
+        provider = "none"
+
+        @property
+        def input_size(self) -> int:
+            raise RuntimeError("a bug")
+
+        def predict_array(self, batch: np.ndarray) -> np.ndarray:
+            raise AssertionError("never called")
+
+    with ThreadServer(config(), model=Broken()) as srv:
+
+        async def scenario(session: aiohttp.ClientSession):
+            return await post(session, srv.url + PREDICT_PATH, {"inputs": [row(0)]}), await scrape(session, srv.url)
+
+        (status, headers, body), text = run(scenario)
+    assert status == 500 and body == {"error": "internal server error"}, (status, body)
+    assert headers["Content-Type"].startswith("application/json")
+    assert sample(text, REQUESTS_TOTAL, status="500") == 1

@@ -48,6 +48,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"MAX_QUEUE": "lots"}, "MAX_QUEUE must be an integer >= 1 (got 'lots')"),
         ([], {"MAX_WAIT_MS": "-1"}, "MAX_WAIT_MS must be a number >= 0 (got '-1')"),
         ([], {"PORT": "70000"}, "PORT must be a port number 0-65535, 0 picks a free port (got '70000')"),
+        ([], {"KEEPALIVE_DRAIN_S": "-1"}, "KEEPALIVE_DRAIN_S must be a number >= 0 (got '-1')"),
     ],
 )
 def test_bad_settings_exit_2_with_the_setting_named(args: list[str], env: dict[str, str], message: str) -> None:

@@ -12,11 +12,16 @@ Shutdown, and how it meets Kubernetes' pod termination:
 3. On SIGTERM the server turns /readyz to 503 at once, keeps accepting new
    requests for TERM_GRACE_S (default 0: the preStop sleep already covered the
    propagation delay; set it to a few seconds where no preStop hook exists),
-   then answers new requests with 503 + `Connection: close` while every request
-   already accepted (queued or running) completes, for at most DRAIN_TIMEOUT_S.
-4. Then it closes the listener and exits 0. If the drain timed out, the requests
-   still unanswered get 503 (retry on another replica) before the listener
-   closes, and it exits 1; 1 too if the model failed to load.
+   then answers new requests with 503 + `Connection: close` (after reading their
+   body) while every request already accepted (queued or running) completes, for
+   at most DRAIN_TIMEOUT_S. Every response from SIGTERM on says `Connection: close`.
+4. Once nothing is in flight and no connection has been open or used for a
+   moment, it closes the listener (taking the connections already in its backlog
+   first, so that none is reset); keep-alive connections still open get
+   KEEPALIVE_DRAIN_S (within DRAIN_TIMEOUT_S) for one more request, answered 503 +
+   close, before the idle ones are closed. Then it exits 0. If the drain timed
+   out, the requests still unanswered get 503 (retry on another replica) before
+   the listener closes, and it exits 1; 1 too if the model failed to load.
 
 terminationGracePeriodSeconds must exceed preStop sleep + TERM_GRACE_S +
 DRAIN_TIMEOUT_S + a few seconds, or the kubelet's SIGKILL cuts the drain short.

@@ -7,31 +7,59 @@ Endpoints
     GET  /readyz       200 when the model is loaded and the server is not draining, else 503
     GET  /metrics      Prometheus exposition (see metrics.py for the names)
 
-Errors are JSON, `{"error": message}`: 400 bad JSON or inputs, 413 body over
-MAX_BODY_BYTES, 429 queue full (with Retry-After), 503 model still loading or
-server draining, 500 model failure.
+Errors are JSON, `{"error": message}`: 400 bad JSON or inputs (nesting too deep,
+an integer too long, a value past float32 included), 408 body not received within
+BODY_TIMEOUT_S (then the connection closes), 413 body over MAX_BODY_BYTES, 415 a
+compressed body (any Content-Encoding but identity), 422 inputs whose outputs are not finite (the model overflows float32 on them),
+429 queue full (with Retry-After), 503 model still loading or server draining,
+500 model failure (or a bug: answered as JSON, never a bare traceback). Bodies
+are strict JSON: never NaN or Infinity. Every prediction response (any POST, and
+anything on PREDICT_PATH, 405 included) is counted in inference_requests_total by
+status, whoever produced it (handler, framework, or an unexpected error).
+
+Slow clients (see also connections.py): a request's headers must arrive within
+HEADER_TIMEOUT_S, its body within BODY_TIMEOUT_S after them. While its body arrives a
+request counts in inference_requests_receiving, and only once it is whole in
+inference_requests_in_flight (the autoscaling signal, which a stalled upload must not
+raise). Compressed bodies are refused before a byte is inflated: aiohttp's automatic
+decompression is off (it would inflate on the event loop, as the bytes arrive, before any
+size check: three 1 MiB gzip bodies of 1 GiB each stalled /healthz for seconds); inputs are
+at most MAX_BODY_BYTES of JSON or tensors, not worth the CPU the model needs.
 
 Draining (what SIGTERM starts, see __main__.py): readiness turns false at once;
 new requests are still served for TERM_GRACE_S, then get 503 (with
-`Connection: close`); everything accepted before that runs to completion, bounded
-by DRAIN_TIMEOUT_S (what is left after it gets 503); then the listener closes.
+`Connection: close`, after their body is read, so that closing never resets a
+client still sending); everything accepted before that runs to completion, bounded
+by DRAIN_TIMEOUT_S (what is left after it gets 503). Every response from the
+start of the drain carries `Connection: close`. Then, within KEEPALIVE_DRAIN_S,
+the listener stays open until no connection has been open or used for
+LISTENER_QUIET_S, and closes (taking its backlog first: a later connection is
+refused, never accepted and reset); a keep-alive connection still open may send
+one more request (answered 503 + close) before the idle ones are closed:
+connections are closed between requests, not under them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
+import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
 from aiohttp import web
+from prometheus_client import Gauge
 
 from workloads.model import Model, load_model
 from workloads.server.batcher import BatcherStoppedError, MicroBatcher, QueueFullError
 from workloads.server.config import ServerConfig
+from workloads.server.connections import HeaderDeadline, listen
 from workloads.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -44,6 +72,14 @@ RETRY_AFTER_S = 1
 # work (bounded by DRAIN_TIMEOUT_S); a long close would both hide a drain that does not wait
 # and stretch shutdown past the pod's terminationGracePeriodSeconds margin.
 CLOSE_TIMEOUT_S = 1.0
+# How often the drain looks whether the keep-alive connections have all closed.
+CONNECTION_POLL_S = 0.01
+# After the drain, how long no connection may be open or used before the listener closes.
+LISTENER_QUIET_S = 0.25
+
+# Strict JSON out: a NaN that slipped past the checks fails loudly here (a 500, counted)
+# instead of reaching a client whose parser rejects it.
+dumps = functools.partial(json.dumps, allow_nan=False)
 
 
 class BadRequestError(ValueError):
@@ -54,8 +90,14 @@ def parse_inputs(body: bytes, input_size: int) -> np.ndarray:
     """Validate a request body and return its inputs as a float32 `[rows, input_size]` array."""
     try:
         payload = json.loads(body)
+    except RecursionError:  # `[[[[...` deeper than the interpreter's recursion limit
+        raise BadRequestError("body is nested too deeply to be a prediction request") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"body is not valid JSON: {exc}") from None
+    except ValueError:  # what else json raises: an integer past sys.get_int_max_str_digits()
+        raise BadRequestError(
+            f"body holds an integer longer than {sys.get_int_max_str_digits()} digits; send float32 values"
+        ) from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise BadRequestError('body must be a JSON object with an "inputs" key')
     rows = payload["inputs"]
@@ -70,14 +112,23 @@ def parse_inputs(body: bytes, input_size: int) -> np.ndarray:
             if type(value) not in (int, float):
                 raise BadRequestError(f"inputs[{i}][{j}] must be a number (got {json.dumps(value)})")
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
-        array = np.asarray(rows, dtype=np.float32)
+        try:
+            array = np.asarray(rows, dtype=np.float32)
+        except OverflowError:  # an integer past float64 (a few hundred digits)
+            array = np.array([np.inf], dtype=np.float32)
     if not np.isfinite(array).all():
         raise BadRequestError("inputs must be finite numbers that fit in float32 (no NaN or Infinity)")
     return array
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.json_response({"error": message}, status=status, headers=headers, dumps=dumps)
+
+
+def is_prediction(request: web.Request) -> bool:
+    """Whether a request counts in inference_requests_total: every POST (predictions are POSTs,
+    on any route) and anything on PREDICT_PATH. Probes and scrapes (GETs) are not predictions."""
+    return request.method == "POST" or request.path == PREDICT_PATH
 
 
 class InferenceServer:
@@ -102,9 +153,15 @@ class InferenceServer:
         # prediction requests are taken only until TERM_GRACE_S after it.
         self._drain_started: float | None = None
         self._in_flight = 0
+        # Requests receiving their body or in flight: a drain waits for both.
+        self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # When a request last started or ended (the drain closes the listener once it is quiet).
+        self._last_activity = time.monotonic()
         self._runner: web.AppRunner | None = None
+        self._accepting: asyncio.Server | None = None  # accepts on _listener
+        self._listener: socket.socket | None = None
         self.url = ""
         self.app = self._build_app()
 
@@ -112,25 +169,38 @@ class InferenceServer:
 
     def _build_app(self) -> web.Application:
         # client_max_size makes aiohttp refuse larger bodies while reading (chunked ones too).
-        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._every_response])
         app.router.add_post(PREDICT_PATH, self._predict)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        from workloads.server import oip  # imported here: oip builds on this module
+
+        oip.add_routes(app, self)  # the Open Inference Protocol (/v2/...) beside PREDICT_PATH
         return app
 
     async def start(self) -> str:
         """Listen, then load the model in a thread (liveness answers meanwhile). Returns the base URL."""
         # access_log=None: one log line per request would dominate the CPU at load.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S)
+        # auto_decompress=False: compressed bodies are refused (415), never inflated.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_S, auto_decompress=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
+        # Our own listening socket and accept loop (not aiohttp's sites), so that the drain can
+        # take the connections the kernel already accepted before it closes the listener, the
+        # backlog is ours, and every connection gets the header deadline.
+        self._listener = listen(self.config.host, self.config.port, self.config.backlog)
+        self._accepting = await asyncio.get_running_loop().create_server(
+            self._protocol_factory(), sock=self._listener, backlog=self.config.backlog
+        )
+        host, port = self._listener.getsockname()[:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         log.info("listening on %s", self.url)
         self._load_task = asyncio.create_task(self._load(), name="model-load")
         return self.url
+
+    def _protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        assert self._runner is not None and self._runner.server is not None
+        return HeaderDeadline.factory(self._runner.server, self.config.header_timeout_s)
 
     async def _load(self) -> None:
         try:
@@ -189,7 +259,7 @@ class InferenceServer:
         """Readiness false now; new requests are taken for TERM_GRACE_S more (none when it is 0)."""
         if self._drain_started is None:
             self._drain_started = time.monotonic()
-            log.info("draining: readiness is now false (%d requests in flight)", self._in_flight)
+            log.info("draining: readiness is now false (%d requests receiving or in flight)", self._active)
 
     async def drain(self) -> bool:
         """Stop taking work and wait for what was accepted. True when nothing was left unfinished."""
@@ -199,18 +269,74 @@ class InferenceServer:
         if grace_left > 0:
             log.info("draining: still accepting new requests for %.1fs (TERM_GRACE_S)", grace_left)
             await asyncio.sleep(grace_left)
-        log.info("draining: refusing new requests; waiting for %d in flight", self._in_flight)
+        log.info("draining: refusing new requests; waiting for %d receiving or in flight", self._active)
+        deadline = time.monotonic() + self.config.drain_timeout_s
         try:
             await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout_s)
         except TimeoutError:
             log.error(
-                "draining: %d requests still in flight after DRAIN_TIMEOUT_S=%gs",
-                self._in_flight,
+                "draining: %d requests still receiving or in flight after DRAIN_TIMEOUT_S=%gs",
+                self._active,
                 self.config.drain_timeout_s,
             )
             return False
         log.info("draining: done, every accepted request was answered")
+        await self._close_between_requests(min(self.config.keepalive_drain_s, deadline - time.monotonic()))
         return True
+
+    async def _close_between_requests(self, timeout: float) -> None:
+        """Close the listener and the keep-alive connections between requests, never under one.
+
+        A connection closed while idle can meet a request its client is sending at that very
+        moment (a reset: the request is lost); one closed after a response that said
+        `Connection: close` cannot. So the listener stays open, and every request still gets
+        its 503 + close, until no connection is open and none was used for LISTENER_QUIET_S
+        (clients that reconnected after a `Connection: close` answer have come back by then;
+        in a cluster the pod has left the endpoints, and nobody new comes). Then it closes,
+        and connections idle for all of `timeout` are left to close(), which closes them.
+        """
+        if self._runner is None or self._runner.server is None:
+            return
+        server = self._runner.server
+        end = time.monotonic() + max(timeout, 0.0)
+
+        def quiet() -> bool:
+            return not server.connections and time.monotonic() - self._last_activity >= LISTENER_QUIET_S
+
+        while not quiet() and time.monotonic() < end:
+            await asyncio.sleep(CONNECTION_POLL_S)
+        await self._stop_listening()
+        # Sleep before looking: a connection accepted just before the listener closed joins
+        # `server.connections` a few loop iterations later.
+        await asyncio.sleep(CONNECTION_POLL_S)
+        while server.connections and time.monotonic() < end:
+            await asyncio.sleep(CONNECTION_POLL_S)
+        if server.connections:
+            log.info("draining: closing %d idle keep-alive connections", len(server.connections))
+
+    async def _stop_listening(self) -> None:
+        """Close the listener without resetting a connection the kernel already completed.
+
+        Connections in the listen backlog would be reset by the close (their clients may have
+        sent a request already), so they are accepted first, in the same synchronous step as
+        the close: nothing can join the backlog in between. They are then served like the
+        others (503 + close). Connections attempted after this are refused: nothing was sent.
+        """
+        if self._accepting is None or self._listener is None or self._runner is None:
+            return
+        backlog: list[socket.socket] = []
+        while True:
+            try:
+                backlog.append(self._listener.accept()[0])
+            except OSError:  # BlockingIOError: the backlog is empty
+                break
+        # No await before the close: nothing runs in between.
+        self._accepting.close()
+        self._accepting = None
+        loop = asyncio.get_running_loop()
+        for conn in backlog:
+            await loop.connect_accepted_socket(self._protocol_factory(), conn)
+        log.info("draining: listener closed (%d connections taken from its backlog)", len(backlog))
 
     async def close(self) -> None:
         """Stop the batcher, then close the listener (waiting briefly for responses being written).
@@ -223,6 +349,9 @@ class InferenceServer:
         batcher, self._batcher = self._batcher, None
         if batcher is not None:
             await batcher.stop()
+        if self._accepting is not None:
+            self._accepting.close()
+            self._accepting = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -249,44 +378,122 @@ class InferenceServer:
         body, content_type = self.metrics.render(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def _predict(self, request: web.Request) -> web.Response:
+    @web.middleware
+    async def _every_response(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Count every prediction response by status, turn unexpected errors into a JSON 500,
+        and close keep-alive connections after each response once draining."""
         started = time.perf_counter()
-        response = await self._answer(request)
-        self.metrics.requests.labels(str(response.status)).inc()
-        if response.status == 200:
-            self.metrics.duration.observe(time.perf_counter() - started)
+        self._last_activity = time.monotonic()
+        connection = request.transport.get_protocol() if request.transport is not None else None
+        if isinstance(connection, HeaderDeadline):
+            connection.request_started()  # its headers are in: the header deadline is met
+        raised: web.HTTPException | None = None
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # the framework's own answers (404, 405, 413 ...)
+            response = raised = exc
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            response = error(500, "internal server error")
+        finally:
+            if isinstance(connection, HeaderDeadline):
+                connection.request_finished()
+        if is_prediction(request):
+            self.metrics.requests.labels(str(response.status)).inc()
+            if response.status == 200:
+                self.metrics.duration.observe(time.perf_counter() - started)
         if self.draining:
             # Keep-alive clients should reconnect, and so reach a pod that is not leaving.
             response.force_close()
+        self._last_activity = time.monotonic()
+        if raised is not None:
+            raise raised
         return response
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _predict(self, request: web.Request) -> web.StreamResponse:
         if not self.accepting:
+            # Read the body first: closing a connection with unread bytes in it sends a reset,
+            # which can reach the client before this 503 does. (aiohttp's own lingering read
+            # does the same, but not once the runner has begun to shut down.)
+            await self.discard_body(request)
             return error(503, "server is shutting down; retry on another replica", {"Connection": "close"})
         batcher, model = self._batcher, self.model
         if batcher is None or model is None:
             return error(503, "model is not loaded yet", {"Retry-After": str(RETRY_AFTER_S)})
-        # Accepted: from here until the answer, the request counts as in flight, and a
-        # drain waits for it (even while its body is still being read).
-        self._in_flight += 1
-        self.metrics.in_flight.inc()
-        self._idle.clear()
-        try:
-            return await self._accepted(request, batcher, model)
-        finally:
-            self._in_flight -= 1
-            self.metrics.in_flight.dec()
-            if self._in_flight == 0:
-                self._idle.set()
+        body = await self.receive(request)
+        if isinstance(body, web.StreamResponse):
+            return body
+        async with self.admitted():
+            return await self._accepted(body, batcher, model)
 
-    async def _accepted(self, request: web.Request, batcher: MicroBatcher, model: Model) -> web.Response:
+    async def receive(self, request: web.Request) -> bytes | web.StreamResponse:
+        """The whole body of a prediction request, or the refusal to answer instead: 415 when it
+        is compressed (before reading it), 413 past MAX_BODY_BYTES, 408 (then the connection
+        closes) when it has not all arrived within BODY_TIMEOUT_S. Meanwhile the request counts
+        as receiving (not in flight), and a drain waits for it. For every prediction endpoint."""
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            return error(
+                415,
+                f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed",
+                {"Accept-Encoding": "identity"},  # RFC 9110 15.5.16: the codings that would do
+            )
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"request body is {request.content_length} bytes; the limit is {limit}")
+        async with self._counted(self.metrics.receiving, in_flight=False):
+            try:
+                async with asyncio.timeout(self.config.body_timeout_s):
+                    return await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return error(413, f"request body is larger than the limit of {limit} bytes")
+            except TimeoutError:
+                return await self._timed_out(request)
+
+    async def _timed_out(self, request: web.Request) -> web.StreamResponse:
+        """408, written now, then the connection closed: aiohttp would otherwise wait for the
+        rest of the body (lingering) for seconds more, holding the socket for a client that stalls."""
+        log.info("%s %s: body not received within BODY_TIMEOUT_S", request.method, request.path)
+        response = error(408, f"request body not received within {self.config.body_timeout_s:g}s (BODY_TIMEOUT_S)")
+        response.force_close()
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write_eof()
+        request.protocol.force_close()  # the transport sends what was written, then closes
+        return response
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """An accepted request, its body whole: inside, it counts as in flight (the scale
+        signal), and a drain waits for it. For every prediction endpoint."""
+        async with self._counted(self.metrics.in_flight, in_flight=True):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, gauge: Gauge, *, in_flight: bool) -> AsyncIterator[None]:
+        self._active += 1
+        self._in_flight += in_flight
+        gauge.inc()
+        self._idle.clear()
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return error(413, f"request body is larger than the limit of {limit} bytes")
+            yield
+        finally:
+            self._active -= 1
+            self._in_flight -= in_flight
+            gauge.dec()
+            if self._active == 0:
+                self._idle.set()
+
+    async def discard_body(self, request: web.Request) -> None:
+        """Read and drop a body (bounded by BODY_TIMEOUT_S) before refusing its request."""
+        # What is left unread past the body limit or the timeout is the client's to lose.
+        with contextlib.suppress(web.HTTPRequestEntityTooLarge, TimeoutError):
+            async with asyncio.timeout(self.config.body_timeout_s):
+                await request.read()
+
+    async def _accepted(self, body: bytes, batcher: MicroBatcher, model: Model) -> web.Response:
         try:
             inputs = parse_inputs(body, model.input_size)
         except BadRequestError as exc:
@@ -304,9 +511,18 @@ class InferenceServer:
         except Exception:
             log.exception("prediction failed")
             return error(500, "model failed on this batch")
+        if not np.isfinite(result.outputs).all():
+            # 422, not 500: the request is well-formed and the server healthy; these finite
+            # inputs drive the model past float32, and would again on any replica. A 5xx would
+            # let any client fire the error-rate alert; NaN in the body breaks strict parsers.
+            return error(
+                422,
+                "the model's outputs for these inputs are not finite (they overflow float32); "
+                "send inputs of smaller magnitude",
+            )
         payload: dict[str, Any] = {
             "outputs": result.outputs.tolist(),
             "model": self.config.display_model_name,
             "batch_size": result.batch_size,
         }
-        return web.json_response(payload)
+        return web.json_response(payload, dumps=dumps)

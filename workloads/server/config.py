@@ -52,6 +52,16 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _positive_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number > 0 (got {raw!r})") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a number > 0 (got {raw!r})")
+    return value
+
+
 def _port(name: str, raw: str) -> int:
     value = _int(0)(name, raw)
     if value > 65535:
@@ -72,8 +82,34 @@ SETTINGS: dict[str, Setting] = {
     "max_wait_ms": Setting("MAX_WAIT_MS", "5", "longest wait for a batch to fill, after its first request", _seconds),
     "max_queue": Setting("MAX_QUEUE", "128", "requests waiting for a batch before new ones get 429", _int(1)),
     "max_body_bytes": Setting("MAX_BODY_BYTES", "1048576", "largest request body; larger gets 413", _int(1)),
+    "header_timeout_s": Setting(
+        "HEADER_TIMEOUT_S",
+        "10",
+        "longest time for a request's headers to arrive (from the connection's accept, or a later "
+        "request's first byte); past it the connection is closed (after a 408 where one can be sent)",
+        _positive_seconds,
+    ),
+    "body_timeout_s": Setting(
+        "BODY_TIMEOUT_S",
+        "30",
+        "longest time for a request's whole body to arrive after its headers; past it 408 and close",
+        _positive_seconds,
+    ),
+    "backlog": Setting(
+        "BACKLOG",
+        "2048",
+        "listen backlog: connections the kernel queues before they are accepted (capped by net.core.somaxconn)",
+        _int(1),
+    ),
     "drain_timeout_s": Setting(
         "DRAIN_TIMEOUT_S", "30", "after SIGTERM, longest wait for accepted requests to finish", _seconds
+    ),
+    "keepalive_drain_s": Setting(
+        "KEEPALIVE_DRAIN_S",
+        "2",
+        "after the drain, longest wait for keep-alive connections to send one more request "
+        "(answered 503 + Connection: close) before idle ones are closed; counted within DRAIN_TIMEOUT_S",
+        _seconds,
     ),
     "term_grace_s": Setting(
         "TERM_GRACE_S",
@@ -102,7 +138,11 @@ class ServerConfig:
     max_wait_ms: float
     max_queue: int
     max_body_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    backlog: int
     drain_timeout_s: float
+    keepalive_drain_s: float
     term_grace_s: float
     extra_batch_latency_ms: float
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
-from workloads.server.metric_names import BATCH_SIZE, IN_FLIGHT, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS_TOTAL
+from workloads.server.metric_names import (
+    BATCH_SIZE,
+    IN_FLIGHT,
+    QUEUE_DEPTH,
+    RECEIVING,
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+)
 
 # Millisecond-level latency: 1 ms .. 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -45,7 +52,14 @@ class Metrics:
         )
         self.in_flight = Gauge(
             IN_FLIGHT,
-            "Prediction requests accepted and not yet answered (queued + running): the autoscaling signal.",
+            "Prediction requests accepted and not yet answered (queued + running): the autoscaling signal. "
+            "A request counts from the moment its whole body has arrived.",
+            registry=self.registry,
+        )
+        self.receiving = Gauge(
+            RECEIVING,
+            "Prediction requests whose body is still arriving (at most BODY_TIMEOUT_S each). Not a scaling "
+            "signal: a slow or stalled upload costs a socket, not model capacity.",
             registry=self.registry,
         )
         self.queue_depth = Gauge(

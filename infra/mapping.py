@@ -1,0 +1,289 @@
+"""Settings -> component Args: the one module of the components layer that reads `domain.settings`.
+
+Each component takes a frozen dataclass of exactly what it reads (plain values
+and small specs of its own, such as `NodePoolSpec` or `ServiceSpec`), never a
+config model. `__main__.py` builds every Args here, once; the unit tests build
+them through the same functions, so a test of a component also covers how the
+settings reach it. Each function takes the smallest part of the settings it
+needs (its section and plain values; the root `Settings` where a component
+reads across pools and workloads) plus the outputs of other resources, which it
+passes through untouched. Derived facts
+(subnet CIDRs, a pool's vCPU and GPU limits, whether a service wakes through the
+interceptor) are computed by the settings model and copied, never recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pulumi
+
+from domain import settings as model
+from domain.headroom import consumers_by_pool
+from infra.cluster import ClusterArgs, SystemNodes
+from infra.karpenter import KarpenterArgs
+from infra.monitoring import MonitoringArgs, PrometheusSpec
+from infra.network import NetworkArgs
+from infra.nodepools import CacheVolume, DisruptionBudget, NodePoolsArgs, NodePoolSpec
+from infra.nvidia import DevicePluginArgs
+from infra.placement import PoolPlacement
+from infra.warmup import WarmPool, WarmupArgs
+from infra.workloads import batch_job, inference
+from infra.workloads.batch_job import BatchJobArgs, JobSpec
+from infra.workloads.inference import InferenceServiceArgs, ScaleDown, ScaleUp, ScalingSpec, ServiceSpec
+from infra.workloads.load_generator import LoadGeneratorArgs
+from infra.workloads.namespaces import WorkloadNamespacesArgs
+
+
+def network_args(net: model.NetworkSettings, *, cluster_name: str, availability_zones: Sequence[str]) -> NetworkArgs:
+    """`availability_zones`: the stack's zone names, resolved by `__main__` (it may ask AWS)."""
+    private, public = net.subnet_cidrs()
+    return NetworkArgs(
+        cluster_name=cluster_name,
+        cidr=net.cidr,
+        availability_zones=tuple(availability_zones),
+        private_subnet_cidrs=tuple(private),
+        public_subnet_cidrs=tuple(public),
+        nat_gateway_per_az=net.nat_gateways == "perAz",
+    )
+
+
+def cluster_args(
+    c: model.ClusterSettings,
+    *,
+    tags: dict[str, str],
+    vpc_id: pulumi.Input[str],
+    public_subnet_ids: pulumi.Input[list[str]],
+    private_subnet_ids: pulumi.Input[list[str]],
+) -> ClusterArgs:
+    """`tags`: the stack's default tags (`Settings.default_tags`)."""
+    nodes, access = c.system_nodes, c.private_access
+    return ClusterArgs(
+        name=c.name,
+        version=c.version,
+        vpc_id=vpc_id,
+        public_subnet_ids=public_subnet_ids,
+        private_subnet_ids=private_subnet_ids,
+        tags=tags,
+        system_nodes=SystemNodes(
+            instance_types=nodes.instance_types,
+            min_size=nodes.min_size,
+            desired_size=nodes.desired_size,
+            max_size=nodes.max_size,
+            disk_gib=nodes.disk_gib,
+        ),
+        endpoint_public_access=c.endpoint_public_access,
+        public_access_cidrs=c.api_cidrs,
+        private_access_cidrs=access.cidrs if access else (),
+        private_access_security_group_ids=access.security_group_ids if access else (),
+        log_types=c.log_types,
+        log_retention_days=c.log_retention_days,
+        admin_role_arns=c.admin_role_arns,
+        deletion_protection=c.deletion_protection,
+    )
+
+
+def monitoring_args(
+    settings: model.MonitoringSettings, *, storage_class: pulumi.Input[str], depends_on: list[pulumi.Resource]
+) -> MonitoringArgs:
+    prom = settings.prometheus
+    return MonitoringArgs(
+        prometheus=PrometheusSpec(
+            retention=prom.retention,
+            storage_gib=prom.storage_gib,
+            scrape_interval=prom.scrape_interval,
+            cpu_request=prom.requests.cpu,
+            memory_request=prom.requests.memory,
+            memory_limit=prom.memory_limit,
+        ),
+        grafana_replicas=settings.grafana_replicas,
+        dcgm_interval_ms=settings.dcgm_interval_ms,
+        storage_class=storage_class,
+        depends_on=depends_on,
+    )
+
+
+def karpenter_args(
+    settings: model.KarpenterSettings,
+    *,
+    cluster_name: str,
+    region: str,
+    pools: Mapping[str, model.PoolSettings],
+    depends_on: list[pulumi.Resource],
+    egress: Sequence[pulumi.Resource] = (),
+    monitoring_crds: Sequence[pulumi.Resource] = (),
+) -> KarpenterArgs:
+    return KarpenterArgs(
+        cluster_name=cluster_name,
+        region=region,
+        replicas=settings.replicas,
+        log_level=settings.log_level,
+        depends_on=depends_on,
+        egress=list(egress),
+        monitoring_crds=list(monitoring_crds),
+        # Some pool may launch Spot: the account needs EC2's Spot service-linked role.
+        spot=any("spot" in pool.capacity_types for pool in pools.values()),
+    )
+
+
+def node_pool_spec(pool: model.PoolSettings) -> NodePoolSpec:
+    cache = pool.image_cache
+    return NodePoolSpec(
+        gpu=pool.gpu,
+        instance_families=pool.instance_families,
+        capacity_types=pool.capacity_types,
+        architectures=pool.architectures,
+        max_cpu=pool.max_cpu,
+        max_memory_gib=pool.max_memory_gib,
+        gpu_limit=pool.gpu_limit,
+        gpu_counts=pool.gpu_counts,
+        time_slicing_replicas=pool.time_slicing_replicas,
+        consolidation=pool.consolidation,
+        consolidate_after=pool.consolidate_after,
+        expire_after=pool.expire_after,
+        budgets=tuple(
+            DisruptionBudget(nodes=b.nodes, schedule=b.schedule, duration=b.duration, reasons=b.reasons)
+            for b in pool.disruption_budgets
+        ),
+        root_volume_gib=pool.root_volume,
+        ami_alias=pool.ami_alias,
+        weight=pool.weight,
+        cache_volume=CacheVolume(cache.snapshot_id, cache.volume_gib) if cache and cache.snapshot_id else None,
+    )
+
+
+def node_pools_args(
+    cfg: model.Settings, *, node_role_name: pulumi.Input[str], depends_on: list[pulumi.Resource]
+) -> NodePoolsArgs:
+    return NodePoolsArgs(
+        cluster_name=cfg.cluster.name,
+        node_role_name=node_role_name,
+        pools={name: node_pool_spec(pool) for name, pool in cfg.node_pools.items()},
+        instance_tags={**cfg.default_tags, "cluster": cfg.cluster.name},
+        depends_on=depends_on,
+    )
+
+
+def device_plugin_args(pools: Mapping[str, model.PoolSettings]) -> DevicePluginArgs:
+    return DevicePluginArgs(
+        time_slicing={
+            name: pool.time_slicing_replicas
+            for name, pool in sorted(pools.items())
+            if pool.gpu == "shared" and pool.time_slicing_replicas is not None
+        }
+    )
+
+
+def placement(name: str, pool: model.PoolSettings) -> PoolPlacement:
+    return PoolPlacement(name=name, gpu=pool.gpu, gpu_counts=pool.gpu_counts)
+
+
+def warm_pools(pools: Mapping[str, model.PoolSettings]) -> dict[str, WarmPool]:
+    """The GPU pools, as the warm-up reads them (CPU pools have no headroom or images to pull)."""
+    found = {}
+    for name, pool in sorted(pools.items()):
+        if pool.is_gpu:
+            cache = pool.image_cache
+            found[name] = WarmPool(
+                placement=placement(name, pool),
+                warm_gpus=pool.warm_gpus,
+                pre_pull=cache is None or cache.pre_pull,
+                cache_images=cache.images if cache else (),
+            )
+    return found
+
+
+def warmup_args(cfg: model.Settings) -> WarmupArgs:
+    pool_images: dict[str, tuple[str, ...]] = {}
+    for svc in cfg.inference.values():
+        pool_images[svc.pool] = (*pool_images.get(svc.pool, ()), svc.image)
+    return WarmupArgs(pools=warm_pools(cfg.node_pools), pool_images=pool_images, consumers=consumers_by_pool(cfg))
+
+
+def workload_namespaces_args(cfg: model.Settings) -> WorkloadNamespacesArgs:
+    """Only the namespaces that something runs in."""
+    used = ([inference.NAMESPACE] if cfg.inference else []) + ([batch_job.NAMESPACE] if cfg.batch_jobs else [])
+    return WorkloadNamespacesArgs(names=tuple(used))
+
+
+def service_spec(svc: model.InferenceSettings) -> ServiceSpec:
+    scaling, up, down = svc.scaling, svc.scaling.scale_up, svc.scaling.scale_down
+    return ServiceSpec(
+        image=svc.image,
+        gpus=svc.gpus,
+        cpu=svc.cpu,
+        memory_gib=svc.memory_gib,
+        port=svc.port,
+        model_load_seconds=svc.model_load_seconds,
+        drain_seconds=svc.drain_seconds,
+        max_batch_size=svc.max_batch_size,
+        max_wait_ms=svc.max_wait_ms,
+        max_queue=svc.max_queue,
+        do_not_disrupt=svc.do_not_disrupt,
+        scaling=ScalingSpec(
+            min_replicas=scaling.min_replicas,
+            max_replicas=scaling.max_replicas,
+            target_in_flight=scaling.target_in_flight,
+            activation_in_flight=scaling.activation_in_flight,
+            polling_interval_seconds=scaling.polling_interval_seconds,
+            cooldown_seconds=scaling.cooldown_seconds,
+            scrape_interval_seconds=scaling.scrape_interval_seconds,
+            cold_start_timeout_seconds=scaling.cold_start_timeout_seconds,
+            scale_up=ScaleUp(up.stabilization_seconds, up.pods_per_period, up.period_seconds),
+            scale_down=ScaleDown(down.stabilization_seconds, down.percent_per_period, down.period_seconds),
+            wake_up_query=scaling.wake_up_query,
+            wakes_through_interceptor=scaling.wakes_through_interceptor,
+        ),
+    )
+
+
+def inference_service_args(cfg: model.Settings, name: str, *, prometheus_url: str) -> InferenceServiceArgs:
+    svc = cfg.inference[name]
+    return InferenceServiceArgs(
+        service=service_spec(svc), pool=placement(svc.pool, cfg.node_pools[svc.pool]), prometheus_url=prometheus_url
+    )
+
+
+def job_spec(job: model.BatchJobSettings) -> JobSpec:
+    return JobSpec(
+        image=job.image,
+        gpus=job.gpus,
+        cpu=job.cpu,
+        memory_gib=job.memory_gib,
+        max_replicas=job.max_replicas,
+        messages_per_job=job.messages_per_job,
+        polling_interval_seconds=job.polling_interval_seconds,
+        visibility_timeout_seconds=job.visibility_timeout_seconds,
+        max_receive_count=job.max_receive_count,
+        active_deadline_seconds=job.active_deadline_seconds,
+        do_not_disrupt=job.do_not_disrupt,
+    )
+
+
+def batch_job_args(cfg: model.Settings, name: str, *, keda_operator_role_name: pulumi.Input[str]) -> BatchJobArgs:
+    job = cfg.batch_jobs[name]
+    return BatchJobArgs(
+        job=job_spec(job),
+        pool=placement(job.pool, cfg.node_pools[job.pool]),
+        cluster_name=cfg.cluster.name,
+        region=cfg.region,
+        keda_operator_role_name=keda_operator_role_name,
+    )
+
+
+def load_generator_args(cfg: model.Settings) -> LoadGeneratorArgs | None:
+    """None when the stack has no load generator."""
+    spec = cfg.load_generator
+    if spec is None:
+        return None
+    assert cfg.cpu_pool is not None  # the settings require a CPU pool with a load generator
+    return LoadGeneratorArgs(
+        deployment_name=model.LOAD_GENERATOR_NAME,
+        image=spec.image,
+        target=spec.target,
+        rps=spec.rps,
+        duration_seconds=spec.duration_seconds,
+        replicas=spec.replicas,
+        cpu_pool=cfg.cpu_pool,
+        target_wakes_through_interceptor=cfg.inference[spec.target].scaling.wakes_through_interceptor,
+    )

@@ -1,0 +1,157 @@
+"""Hostile and bursty traffic at the connection level: compressed-body bombs and a burst of
+connections larger than aiohttp's default accept backlog. Loopback only; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import resource
+import threading
+import zlib
+
+import aiohttp
+import pytest
+
+from tests.workloads.helpers import (
+    WAIT_S,
+    ThreadServer,
+    config,
+    connect,
+    get,
+    post,
+    read_response,
+    row,
+    run,
+    sample,
+    scrape,
+    wait_until,
+)
+from workloads.model import Model, load_model
+from workloads.server import connections
+from workloads.server.app import PREDICT_PATH
+from workloads.server.metric_names import IN_FLIGHT, RECEIVING, REQUESTS_TOTAL
+
+OIP_INFER = "/v2/models/mlp-default/infer"
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """About 1 MiB of gzip that inflates to 1 GiB of zeros: 16 members of 64 MiB each
+    (a gzip stream may hold several members; built this way in a fraction of a second)."""
+    member = gzip.compress(bytes(64 * MIB), compresslevel=9)
+    return member * 16
+
+
+def deflate_bomb() -> bytes:
+    return zlib.compress(bytes(64 * MIB), 9)  # HTTP's "deflate" is the zlib format
+
+
+def test_compressed_bodies_get_415_before_inflating_while_the_server_keeps_serving(
+    model: Model, gzip_bomb: bytes
+) -> None:
+    """Bombs on both prediction routes at once: every one 415 with a message, and /healthz
+    answered between them (aiohttp inflated such bodies on the event loop: 413, and
+    three at once stalled /healthz for seconds)."""
+    assert len(gzip_bomb) <= 1.1 * MIB
+    bombs = [("gzip", gzip_bomb)] * 3 + [("deflate", deflate_bomb()), ("br", b"\x0b" * 1000), ("x-custom", b"?")]
+    with ThreadServer(config(max_queue=64), model=model) as srv:
+
+        async def bomb(session: aiohttp.ClientSession, path: str, encoding: str, body: bytes):
+            headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+            async with session.post(srv.url + path, data=body, headers=headers) as resp:
+                return resp.status, dict(resp.headers), await resp.json()
+
+        async def scenario(session: aiohttp.ClientSession):
+            tasks = [
+                asyncio.create_task(bomb(session, path, encoding, body))
+                for path in (PREDICT_PATH, OIP_INFER)
+                for encoding, body in bombs
+            ]
+            polls: list[int] = []
+            while not all(t.done() for t in tasks) or not polls:
+                polls.append((await get(session, srv.url + "/healthz"))[0])
+            identity = await bomb(session, PREDICT_PATH, "identity", b'{"inputs": [%s]}' % str(row(1)).encode())
+            text = await scrape(session, srv.url)
+            return await asyncio.gather(*tasks), polls, identity, text
+
+        answers, polls, identity, text = run(scenario)
+    for status, headers, body in answers:
+        assert status == 415, f"a compressed body must get 415, got {status}: {body}"
+        assert "Content-Encoding" in body["error"] and "uncompressed" in body["error"], body
+        assert headers.get("Accept-Encoding") == "identity", headers
+    assert polls and set(polls) == {200}, f"/healthz between the bombs: expected only 200s, got {polls}"
+    assert identity[0] == 200, f"Content-Encoding: identity is no compression and must be served: {identity}"
+    assert sample(text, REQUESTS_TOTAL, status="415") == len(answers), "each 415 is counted once"
+    assert sample(text, RECEIVING) == 0 and sample(text, IN_FLIGHT) == 0
+
+
+def _raise_open_files(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def test_a_burst_of_1000_connections_is_queued_not_refused(model: Model) -> None:
+    """1,000 clients connect while the server accepts nothing (its loop blocked): every one
+    completes its handshake into the listen backlog, then is served. aiohttp's default
+    backlog (128) completed only 129; the others were dropped (SYN retried, or reset)."""
+    n = 1000
+    _raise_open_files(2 * n + 256)  # both ends live in this process
+    with ThreadServer(config(max_queue=n), model=model) as srv:
+        gate = threading.Event()
+
+        async def scenario(session: aiohttp.ClientSession):
+            srv.loop.call_soon_threadsafe(gate.wait, 2 * WAIT_S)  # the server accepts nothing now
+            try:
+                pending = [asyncio.create_task(connect(srv.url)) for _ in range(n)]
+
+                async def all_connected() -> bool:
+                    return all(t.done() for t in pending)
+
+                await wait_until(all_connected, f"{n} connections to complete while the server accepts none")
+                streams = [t.result() for t in pending]
+                for i, (_, writer) in enumerate(streams):
+                    if i % 2:
+                        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                    else:
+                        body = b'{"inputs": [%s]}' % str(row(i)).encode()
+                        writer.write(
+                            b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (PREDICT_PATH.encode(), len(body), body)
+                        )
+            finally:
+                gate.set()
+            answers = await asyncio.gather(*(read_response(reader) for reader, _ in streams), return_exceptions=True)
+            for _, writer in streams:
+                writer.close()
+            return answers
+
+        answers = run(scenario)
+    statuses = [a if isinstance(a, BaseException) else (a and a[0]) for a in answers]
+    failed = [s for s in statuses if s != 200]
+    assert not failed, f"{len(failed)} of {n} connections not answered 200: {failed[:10]}"
+
+
+def test_a_backlog_above_the_kernel_cap_is_logged(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr(connections, "kernel_backlog_cap", lambda: 64)
+    with caplog.at_level(logging.WARNING, logger=connections.__name__):
+        connections.listen("127.0.0.1", 0, 128).close()
+    assert "BACKLOG=128 is above net.core.somaxconn=64" in caplog.text, caplog.text
+
+
+def test_predictions_still_work_through_the_client_library(model: Model) -> None:
+    """aiohttp's client sends no Content-Encoding: the 415 never meets ordinary clients."""
+    with ThreadServer(config(), model=model) as srv:
+        status, _, body = run(lambda s: post(s, srv.url + PREDICT_PATH, {"inputs": [row(3)]}))
+    assert status == 200, body
