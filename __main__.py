@@ -20,6 +20,7 @@ from infra.monitoring import Monitoring
 from infra.network import Network
 from infra.nodepools import NodePools
 from infra.nvidia import DevicePlugin
+from infra.priorities import PriorityClasses
 from infra.warmup import GpuWarmup
 from infra.workloads.batch_job import BatchJob
 from infra.workloads.inference import InferenceService
@@ -81,6 +82,8 @@ monitoring = Monitoring(
         cfg.monitoring,
         storage_class=cluster.storage_class.metadata.name,
         depends_on=[cluster.system_node_group, cluster.ebs_csi],
+        cluster_name=cfg.cluster.name,
+        region=cfg.region,
     ),
     opts=all_opts,
 )
@@ -124,10 +127,19 @@ warmup = GpuWarmup(
 )
 
 namespaces = WorkloadNamespaces("workloads", mapping.workload_namespaces_args(cfg), opts=all_opts)
+priority_classes = PriorityClasses("priorities", mapping.priority_classes_args(cfg), opts=all_opts)
 workload_opts = pulumi.ResourceOptions.merge(
     all_opts,
     pulumi.ResourceOptions(
-        depends_on=[namespaces, keda, monitoring, node_pools, device_plugin, *([http_add_on] if http_add_on else [])]
+        depends_on=[
+            namespaces,
+            priority_classes,
+            keda,
+            monitoring,
+            node_pools,
+            device_plugin,
+            *([http_add_on] if http_add_on else []),
+        ]
     ),
 )
 services = {
@@ -164,6 +176,7 @@ pulumi.export("nodeOverlays", sorted(node_pools.overlays))
 pulumi.export("devicePluginConfigs", sorted(device_plugin.configs))
 pulumi.export("warmGpuPools", sorted(warmup.headroom))
 pulumi.export("prometheusUrl", monitoring.prometheus_url)
+pulumi.export("alertTopicArns", monitoring.alert_topic_arns)
 pulumi.export("grafanaAdminPassword", pulumi.Output.secret(monitoring.grafana_password.result))
 pulumi.export("inferenceUrls", {name: svc.url for name, svc in services.items()})
 pulumi.export("batchQueueUrls", {name: job.queue.url for name, job in jobs.items()})

@@ -5,6 +5,14 @@ dependencies, so the container image builds from the `workloads` package
 alone); this module is how everything above the apps layer reads them.
 """
 
-from workloads.server.metric_names import ALL, BATCH_SIZE, IN_FLIGHT, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS_TOTAL
+from workloads.server.metric_names import (
+    ALL,
+    BATCH_SIZE,
+    IN_FLIGHT,
+    QUEUE_DEPTH,
+    RECEIVING,
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+)
 
-__all__ = ["ALL", "BATCH_SIZE", "IN_FLIGHT", "QUEUE_DEPTH", "REQUESTS_TOTAL", "REQUEST_DURATION"]
+__all__ = ["ALL", "BATCH_SIZE", "IN_FLIGHT", "QUEUE_DEPTH", "RECEIVING", "REQUESTS_TOTAL", "REQUEST_DURATION"]

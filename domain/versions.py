@@ -102,6 +102,17 @@ IMAGES: dict[str, str] = {
     "pause": "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a",
 }
 
+# Model servers an InferenceService may run (domain/servers.py presets; `image` overrides),
+# and the init container that syncs model weights from S3. vLLM v0.11.0 runs the V1
+# engine only (its metrics: vllm/v1/metrics/loggers.py); Triton 25.09 is its September
+# 2025 release; the AWS CLI v2 image reads EKS Pod Identity credentials
+# (AWS_CONTAINER_CREDENTIALS_FULL_URI) like every current AWS SDK.
+MODEL_SERVER_IMAGES: dict[str, str] = {
+    "vllm": "vllm/vllm-openai:v0.11.0",
+    "triton": "nvcr.io/nvidia/tritonserver:25.09-py3",
+    "model-fetch": "public.ecr.aws/aws-cli/aws-cli:2.27.9",
+}
+
 # Kubernetes minor versions this program supports. Each needs core schemas for
 # tests (kubernetes-validate ships them) and an EKS AMI release below.
 # Karpenter 1.14 supports up to 1.36 (karpenter.sh/v1.14/upgrading/compatibility);
@@ -141,6 +152,11 @@ EKS_ADDONS: dict[str, dict[str, str]] = {
         "1.35": "v1.14.3-eksbuild.3",
         "1.36": "v1.14.3-eksbuild.3",
     },
+    # Node health conditions (AcceleratedHardwareReady on GPU nodes) that Karpenter's NodeRepair
+    # acts on. The add-on build of agent v1.7.0 (aws/eks-node-monitoring-agent tag v1.7.0,
+    # charts/eks-node-monitoring-agent/values.yaml nodeAgent.image.tag), one build for every
+    # version we support; its configuration schema is vendored in schemas/.
+    "eks-node-monitoring-agent": {v: "v1.7.0-eksbuild.1" for v in KUBERNETES_VERSIONS},
 }
 
 
@@ -168,6 +184,7 @@ def pinned_versions() -> dict[str, str]:
     """Flat name -> version map, for the plan summary."""
     table = {f"chart {name}": chart.version for name, chart in HELM_CHARTS.items()}
     table.update({f"image {name}": ref for name, ref in IMAGES.items()})
+    table.update({f"image {name}": ref for name, ref in MODEL_SERVER_IMAGES.items()})
     for name, by_version in EKS_ADDONS.items():
         table.update({f"eks-addon {name} (k8s {k8s})": version for k8s, version in by_version.items()})
     table["karpenter node AMI alias"] = f"al2023@{EKS_AMI_RELEASE}"

@@ -76,6 +76,23 @@ def ec2_assume_role_policy() -> str:
     )
 
 
+def node_monitoring_configuration() -> dict:
+    """`configurationValues` of the EKS node monitoring agent add-on (schema vendored in schemas/).
+
+    The agent sets node conditions (AcceleratedHardwareReady, KernelReady, ...) that
+    Karpenter's NodeRepair replaces a node for (AcceleratedHardwareReady False for
+    10 minutes, Karpenter v1.14.1 website/content/en/docs/concepts/disruption.md).
+    Its node agent tolerates every taint by default (chart values
+    `nodeAgent.tolerations: [{operator: Exists}]`); its DCGM server, which the GPU
+    checks read, tolerates none (`dcgmAgent.tolerations: []`), so it gets the
+    GPU pools' taints here, or it would never run on a GPU node.
+    """
+    return {
+        "nodeAgent": {"tolerations": [{"operator": "Exists"}]},
+        "dcgmAgent": {"tolerations": contract.gpu_daemon_tolerations()},
+    }
+
+
 class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("gpuinf:cluster:Cluster", name, None, opts)
@@ -164,6 +181,9 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_node_group, *self.api_ingress]),
         )
         self.ebs_csi, self.storage_class = self._block_storage(name, args, after_nodes)
+        self.node_monitoring_agent = self._addon(
+            name, "eks-node-monitoring-agent", args, node_monitoring_configuration(), after_nodes
+        )
         self.register_outputs(
             {
                 "clusterName": self.cluster_name,

@@ -127,8 +127,14 @@ class Karpenter(pulumi.ComponentResource):
             "settings": {
                 "clusterName": args.cluster_name,
                 "interruptionQueue": queue_name,
-                # NodeOverlay tells Karpenter a shared GPU node's sliced capacity before launch.
-                "featureGates": {"nodeOverlay": True},
+                # Karpenter v1.14.1 feature gates (website/content/en/docs/reference/settings.md;
+                # chart values settings.featureGates):
+                # - nodeOverlay (alpha, off by default): a shared GPU node's sliced capacity before launch.
+                # - reservedCapacity (beta, on by default since v1.6): capacity type `reserved`, the
+                #   EC2NodeClass's capacityReservationSelectorTerms; set so a chart default can't drop it.
+                # - nodeRepair (alpha, off by default): replace a node whose conditions stay unhealthy,
+                #   here the EKS node monitoring agent's AcceleratedHardwareReady (see infra/cluster.py).
+                "featureGates": {"nodeOverlay": True, "reservedCapacity": True, "nodeRepair": True},
             },
             # Karpenter's own metrics (pool limits, NodeClaims, disruption) for the alerts
             # and dashboards; the release depends on the ServiceMonitor CRD (see above).

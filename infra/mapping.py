@@ -18,20 +18,23 @@ from collections.abc import Mapping, Sequence
 
 import pulumi
 
+from domain import priorities
 from domain import settings as model
 from domain.headroom import consumers_by_pool
 from infra.cluster import ClusterArgs, SystemNodes
 from infra.karpenter import KarpenterArgs
-from infra.monitoring import MonitoringArgs, PrometheusSpec
+from infra.monitoring import AlertingSpec, MonitoringArgs, PrometheusSpec, ReceiverSpec
 from infra.network import NetworkArgs
-from infra.nodepools import CacheVolume, DisruptionBudget, NodePoolsArgs, NodePoolSpec
+from infra.nodepools import CacheVolume, DisruptionBudget, NodePoolsArgs, NodePoolSpec, ReservationTerm
 from infra.nvidia import DevicePluginArgs
 from infra.placement import PoolPlacement
+from infra.priorities import PriorityClassesArgs
 from infra.warmup import WarmPool, WarmupArgs
 from infra.workloads import batch_job, inference
 from infra.workloads.batch_job import BatchJobArgs, JobSpec
 from infra.workloads.inference import InferenceServiceArgs, ScaleDown, ScaleUp, ScalingSpec, ServiceSpec
 from infra.workloads.load_generator import LoadGeneratorArgs
+from infra.workloads.model_server import ModelSpec, ServerSpec
 from infra.workloads.namespaces import WorkloadNamespacesArgs
 
 
@@ -83,9 +86,55 @@ def cluster_args(
     )
 
 
+def alert_webhook_urls(alerting: model.AlertingSettings | None) -> dict[str, pulumi.Output[str]]:
+    """Receiver -> its webhook URL, read as a Pulumi secret (`gpu-inference:<webhookSecret>`).
+
+    The settings model holds only the secret's name; the URL exists only as a secret Output
+    from here on (a Kubernetes Secret's `stringData`, never Helm values or logs).
+    """
+    if alerting is None:
+        return {}
+    config = pulumi.Config()
+    return {
+        name: config.require_secret(r.webhook_secret)
+        for name, r in sorted(alerting.receivers.items())
+        if r.webhook_secret is not None
+    }
+
+
+def alerting_spec(
+    alerting: model.AlertingSettings | None,
+    *,
+    cluster_name: str,
+    region: str,
+    webhook_urls: Mapping[str, pulumi.Input[str]],
+) -> AlertingSpec | None:
+    if alerting is None:
+        return None
+    return AlertingSpec(
+        receivers={
+            name: ReceiverSpec(sns=r.sns, webhook_url=webhook_urls.get(name), send_resolved=r.send_resolved)
+            for name, r in sorted(alerting.receivers.items())
+        },
+        routes=dict(alerting.routes),
+        cluster_name=cluster_name,
+        region=region,
+    )
+
+
 def monitoring_args(
-    settings: model.MonitoringSettings, *, storage_class: pulumi.Input[str], depends_on: list[pulumi.Resource]
+    settings: model.MonitoringSettings,
+    *,
+    storage_class: pulumi.Input[str],
+    depends_on: list[pulumi.Resource],
+    cluster_name: str = "",
+    region: str = "",
+    webhook_urls: Mapping[str, pulumi.Input[str]] | None = None,
 ) -> MonitoringArgs:
+    """`webhook_urls`: receiver -> URL secret (`alert_webhook_urls`); `cluster_name` and `region`
+    name the alert topics and sign SNS requests (only read with `monitoring.alerting`)."""
+    if settings.alerting is not None and not (cluster_name and region):
+        raise ValueError("monitoring.alerting needs the cluster name and region")
     prom = settings.prometheus
     return MonitoringArgs(
         prometheus=PrometheusSpec(
@@ -100,6 +149,12 @@ def monitoring_args(
         dcgm_interval_ms=settings.dcgm_interval_ms,
         storage_class=storage_class,
         depends_on=depends_on,
+        alerting=alerting_spec(
+            settings.alerting,
+            cluster_name=cluster_name,
+            region=region,
+            webhook_urls=webhook_urls if webhook_urls is not None else alert_webhook_urls(settings.alerting),
+        ),
     )
 
 
@@ -149,6 +204,7 @@ def node_pool_spec(pool: model.PoolSettings) -> NodePoolSpec:
         ami_alias=pool.ami_alias,
         weight=pool.weight,
         cache_volume=CacheVolume(cache.snapshot_id, cache.volume_gib) if cache and cache.snapshot_id else None,
+        capacity_reservations=tuple(ReservationTerm(t.id, t.tags) for t in pool.capacity_reservations or ()),
     )
 
 
@@ -195,9 +251,17 @@ def warm_pools(pools: Mapping[str, model.PoolSettings]) -> dict[str, WarmPool]:
 
 def warmup_args(cfg: model.Settings) -> WarmupArgs:
     pool_images: dict[str, tuple[str, ...]] = {}
-    for svc in cfg.inference.values():
+    for _, svc in sorted(cfg.inference.items()):  # by name: the stack file's order must not matter
         pool_images[svc.pool] = (*pool_images.get(svc.pool, ()), svc.image)
     return WarmupArgs(pools=warm_pools(cfg.node_pools), pool_images=pool_images, consumers=consumers_by_pool(cfg))
+
+
+def priority_classes_args(cfg: model.Settings) -> PriorityClassesArgs:
+    """The workload PriorityClasses that some inference service or batch job names, highest first."""
+    levels = {spec.priority for spec in [*cfg.inference.values(), *cfg.batch_jobs.values()]}
+    return PriorityClassesArgs(
+        classes=tuple(sorted((priorities.class_for(level) for level in levels), key=lambda c: -c.value))
+    )
 
 
 def workload_namespaces_args(cfg: model.Settings) -> WorkloadNamespacesArgs:
@@ -213,17 +277,19 @@ def service_spec(svc: model.InferenceSettings) -> ServiceSpec:
         gpus=svc.gpus,
         cpu=svc.cpu,
         memory_gib=svc.memory_gib,
-        port=svc.port,
+        port=svc.container_port,
         model_load_seconds=svc.model_load_seconds,
         drain_seconds=svc.drain_seconds,
         max_batch_size=svc.max_batch_size,
         max_wait_ms=svc.max_wait_ms,
         max_queue=svc.max_queue,
         do_not_disrupt=svc.do_not_disrupt,
+        priority_class=priorities.class_for(svc.priority).name,
+        server=server_spec(svc),
         scaling=ScalingSpec(
             min_replicas=scaling.min_replicas,
             max_replicas=scaling.max_replicas,
-            target_in_flight=scaling.target_in_flight,
+            target_in_flight=scaling.target_value,  # targetInFlight, or `target` with a query of its own
             activation_in_flight=scaling.activation_in_flight,
             polling_interval_seconds=scaling.polling_interval_seconds,
             cooldown_seconds=scaling.cooldown_seconds,
@@ -237,10 +303,50 @@ def service_spec(svc: model.InferenceSettings) -> ServiceSpec:
     )
 
 
+def server_spec(svc: model.InferenceSettings) -> ServerSpec:
+    """The server preset (domain/servers.py) with what the stack set on top of it."""
+    preset = svc.preset
+    model_spec = None
+    if svc.model is not None:
+        where = svc.model.location
+        model_spec = ModelSpec(
+            uri=svc.model.uri,
+            scheme=where.scheme,
+            name=svc.model.served_name,
+            download_seconds=svc.model.download_seconds,
+            cache_gib=svc.model.cache_gib,
+            s3_uri=where.s3_uri if where.scheme == "s3" else "",
+            repo=where.repo,
+            revision=where.revision,
+            fetch_image=svc.model.fetch_image,
+        )
+    health = svc.health_path or preset.health_path
+    ready = svc.ready_path or preset.ready_path or health
+    assert health is not None and ready is not None  # custom requires healthPath
+    return ServerSpec(
+        kind=svc.server,
+        model=model_spec,
+        args=svc.args,
+        env=dict(svc.env),
+        secret_env=tuple(sorted(svc.env_secrets)),
+        health_path=health,
+        ready_path=ready,
+        metrics_path=svc.metrics_path or preset.metrics_path,
+        metrics_port=preset.metrics_port,
+        scale_query_template=svc.scale_query_template,
+    )
+
+
 def inference_service_args(cfg: model.Settings, name: str, *, prometheus_url: str) -> InferenceServiceArgs:
+    """`envSecrets` values are read here, as Pulumi secrets (`Config.require_secret`): never by the settings."""
     svc = cfg.inference[name]
+    config = pulumi.Config()
     return InferenceServiceArgs(
-        service=service_spec(svc), pool=placement(svc.pool, cfg.node_pools[svc.pool]), prometheus_url=prometheus_url
+        service=service_spec(svc),
+        pool=placement(svc.pool, cfg.node_pools[svc.pool]),
+        prometheus_url=prometheus_url,
+        cluster_name=cfg.cluster.name,
+        secret_values={env: config.require_secret(key) for env, key in sorted(svc.env_secrets.items())},
     )
 
 
@@ -257,6 +363,7 @@ def job_spec(job: model.BatchJobSettings) -> JobSpec:
         max_receive_count=job.max_receive_count,
         active_deadline_seconds=job.active_deadline_seconds,
         do_not_disrupt=job.do_not_disrupt,
+        priority_class=priorities.class_for(job.priority).name,
     )
 
 

@@ -11,15 +11,18 @@ Secret, never in Helm values or stack config.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from domain import contract, pods, versions
+from domain import contract, naming, pods, versions
 from infra.helm import pinned_release
-from infra.observability import alerts, dashboards
+from infra.identity import pod_identity_role
+from infra.observability import alerting, alerts, dashboards, gpu_health
 
 NAMESPACE = contract.MONITORING_NAMESPACE
 RELEASE = "kube-prometheus-stack"
@@ -27,9 +30,16 @@ RELEASE = "kube-prometheus-stack"
 FULLNAME = "kps"
 PROMETHEUS_URL = f"http://{FULLNAME}-prometheus.{NAMESPACE}.svc.cluster.local:9090"
 GRAFANA_SECRET = "grafana-admin"
+# The chart's Alertmanager service account (`<fullname>-alertmanager`): Pod Identity gives it SNS.
+ALERTMANAGER_SERVICE_ACCOUNT = f"{FULLNAME}-alertmanager"
 # kube-prometheus-stack components that scrape what EKS does not expose. Switched off,
 # the chart also drops their default rules (each rule file is gated on its component).
 EKS_HIDDEN_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+# Node labels kube_node_labels carries: the dashboards' and the GPU health alerts' (GpuNodeSilent).
+KUBE_STATE_METRICS_NODE_LABELS = (
+    *dashboards.KUBE_STATE_METRICS_NODE_LABELS,
+    *gpu_health.KUBE_STATE_METRICS_NODE_LABELS,
+)
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,28 @@ class PrometheusSpec:
 
 
 @dataclass(frozen=True)
+class ReceiverSpec:
+    sns: bool  # publish to a topic this component creates
+    webhook_url: pulumi.Input[str] | None = None  # a Pulumi secret; never in Helm values
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class AlertingSpec:
+    receivers: Mapping[str, ReceiverSpec]
+    routes: Mapping[str, str]  # severity -> receiver
+    cluster_name: str  # for the Pod Identity association and topic names
+    region: str  # SNS SigV4 region
+
+
+@dataclass(frozen=True)
 class MonitoringArgs:
     prometheus: PrometheusSpec
     grafana_replicas: int
     dcgm_interval_ms: int  # how often the DCGM exporter collects GPU counters
     storage_class: pulumi.Input[str]
     depends_on: list[pulumi.Resource]
+    alerting: AlertingSpec | None = None  # None: the chart's default config (every alert to `null`)
 
 
 def _on_system_nodes() -> dict:
@@ -58,8 +84,24 @@ def _on_system_nodes() -> dict:
     }
 
 
-def stack_values(args: MonitoringArgs, storage_class: str) -> dict:
-    """kube-prometheus-stack's values; `storage_class` is `args.storage_class` resolved."""
+def alertmanager_values(args: MonitoringArgs, topic_arns: Mapping[str, str]) -> dict:
+    """`alertmanager` values: on the system nodes; with alerting, our routes and the webhook Secret."""
+    spec: dict = {**_on_system_nodes()}
+    a = args.alerting
+    if a is None:
+        return {"alertmanagerSpec": spec}
+    receivers = {
+        name: alerting.Receiver(topic_arns.get(name), r.webhook_url is not None, r.send_resolved)
+        for name, r in a.receivers.items()
+    }
+    if any(r.webhook for r in receivers.values()):
+        spec["secrets"] = [alerting.WEBHOOK_SECRET]
+    return {"alertmanagerSpec": spec, "config": alerting.alertmanager_config(receivers, a.routes, a.region)}
+
+
+def stack_values(args: MonitoringArgs, storage_class: str, topic_arns: Mapping[str, str] | None = None) -> dict:
+    """kube-prometheus-stack's values; `storage_class` is `args.storage_class` resolved, `topic_arns`
+    the alert topics' ARNs by receiver."""
     prom = args.prometheus
     label, label_value = dashboards.DASHBOARD_LABEL
     return {
@@ -101,7 +143,7 @@ def stack_values(args: MonitoringArgs, storage_class: str) -> dict:
                 },
             }
         },
-        "alertmanager": {"alertmanagerSpec": {**_on_system_nodes()}},
+        "alertmanager": alertmanager_values(args, topic_arns or {}),
         "grafana": {
             **_on_system_nodes(),
             "replicas": args.grafana_replicas,
@@ -119,7 +161,7 @@ def stack_values(args: MonitoringArgs, storage_class: str) -> dict:
         },
         "kube-state-metrics": {
             **_on_system_nodes(),
-            "metricLabelsAllowlist": [f"nodes=[{','.join(dashboards.KUBE_STATE_METRICS_NODE_LABELS)}]"],
+            "metricLabelsAllowlist": [f"nodes=[{','.join(KUBE_STATE_METRICS_NODE_LABELS)}]"],
         },
         # Node exporter runs everywhere, GPU nodes included.
         "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}]},
@@ -137,13 +179,16 @@ def dcgm_values(interval_ms: int) -> dict:
         "image": {"repository": repository, "tag": tag},
         "affinity": contract.gpu_node_affinity(),
         "tolerations": contract.gpu_daemon_tolerations(),
-        # The chart's default counters, collected every dcgmIntervalMs. One `--flag=value`
+        # The chart's default counters plus the double-bit ECC and thermal-violation counters the
+        # GPU health alerts read (gpu_health.COUNTERS), written into the chart's own counters
+        # ConfigMap (`customMetrics`) and collected every dcgmIntervalMs. One `--flag=value`
         # string each: the chart renders every argument unquoted (`- {{ . }}`), so a bare
         # "5000" would become the integer 5000 and the API server would reject the DaemonSet.
         "arguments": [
             "--collectors=/etc/dcgm-exporter/default-counters.csv",
             f"--collect-interval={interval_ms}",
         ],
+        "customMetrics": gpu_health.counters_csv(),
         # honorLabels: a GPU series keeps the namespace/pod of the workload using the GPU,
         # not those of the exporter pod that reports it.
         # prometheus-operator drops a ServiceMonitor whose scrapeTimeout exceeds its
@@ -180,13 +225,15 @@ class Monitoring(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(self.grafana_password.result)},
             opts=ns_child,
         )
+        alert_deps = self._alerting(name, args, child, ns_child)
+        topic_arns = {key: topic.arn for key, topic in self.alert_topics.items()}
         self.release = pinned_release(
             f"{name}-release",
             versions.KUBE_PROMETHEUS_STACK,
             name=RELEASE,
             namespace=NAMESPACE,
-            values=pulumi.Output.from_input(args.storage_class).apply(lambda sc: stack_values(args, sc)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana_secret, *args.depends_on]),
+            values=pulumi.Output.all(args.storage_class, topic_arns).apply(lambda v: stack_values(args, v[0], v[1])),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.grafana_secret, *alert_deps, *args.depends_on]),
         )
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=[self.release])
         self.dcgm = pinned_release(
@@ -213,12 +260,69 @@ class Monitoring(pulumi.ComponentResource):
             opts=after_crds,
         )
         self.prometheus_url = PROMETHEUS_URL
+        self.alert_topic_arns = {key: topic.arn for key, topic in self.alert_topics.items()}
         self.register_outputs(
             {
                 "prometheusUrl": PROMETHEUS_URL,
                 "grafanaAdminPassword": pulumi.Output.secret(self.grafana_password.result),
+                "alertTopicArns": self.alert_topic_arns,
             }
         )
+
+    def _alerting(
+        self, name: str, args: MonitoringArgs, child: pulumi.ResourceOptions, ns_child: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
+        """SNS topics (with Alertmanager's Pod Identity role to publish) and the webhook Secret.
+
+        Returns what the release must wait for: the Secret it mounts and the association
+        that gives its pods credentials.
+        """
+        self.alert_topics: dict[str, aws.sns.Topic] = {}
+        a = args.alerting
+        if a is None:
+            return []
+        deps: list[pulumi.Resource] = []
+        for key, receiver in sorted(a.receivers.items()):
+            if receiver.sns:
+                self.alert_topics[key] = aws.sns.Topic(
+                    f"{name}-alerts-{key}",
+                    name=naming.bounded(f"{a.cluster_name}-alerts", f"-{key}", 256),
+                    kms_master_key_id="alias/aws/sns",
+                    opts=child,
+                )
+        if self.alert_topics:
+            role, association = pod_identity_role(
+                f"{name}-alertmanager",
+                role_name=naming.bounded(a.cluster_name, "-alertmanager", 64),
+                cluster_name=a.cluster_name,
+                namespace=NAMESPACE,
+                service_account=ALERTMANAGER_SERVICE_ACCOUNT,
+                opts=child,
+            )
+            aws.iam.RolePolicy(
+                f"{name}-alertmanager-sns",
+                role=role.id,
+                policy=pulumi.Output.all(*[t.arn for t in self.alert_topics.values()]).apply(sns_publish_policy),
+                opts=child,
+            )
+            deps.append(association)
+        webhooks = {key: r.webhook_url for key, r in sorted(a.receivers.items()) if r.webhook_url is not None}
+        if webhooks:
+            deps.append(
+                k8s.core.v1.Secret(
+                    f"{name}-alert-webhooks",
+                    metadata={"name": alerting.WEBHOOK_SECRET, "namespace": NAMESPACE},
+                    type="Opaque",
+                    string_data={key: pulumi.Output.secret(url) for key, url in webhooks.items()},
+                    opts=ns_child,
+                )
+            )
+        return deps
+
+
+def sns_publish_policy(topic_arns: list[str]) -> str:
+    statement = {"Effect": "Allow", "Action": "sns:Publish", "Resource": sorted(topic_arns)}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def dashboard_names() -> list[str]:

@@ -45,6 +45,17 @@ class CacheVolume:
 
 
 @dataclass(frozen=True)
+class ReservationTerm:
+    """One `capacityReservationSelectorTerms` entry: a reservation ID, or tags it must all carry."""
+
+    id: str | None = None
+    tags: Mapping[str, str] | None = None
+
+    def as_karpenter(self) -> dict:
+        return {"id": self.id} if self.id is not None else {"tags": dict(self.tags or {})}
+
+
+@dataclass(frozen=True)
 class NodePoolSpec:
     """One NodePool with its EC2NodeClass (and NodeOverlays on a shared pool)."""
 
@@ -65,6 +76,8 @@ class NodePoolSpec:
     ami_alias: str
     weight: int | None
     cache_volume: CacheVolume | None  # None: nodes pull their images
+    # With capacity type `reserved`: the ODCRs / Capacity Blocks Karpenter may launch into.
+    capacity_reservations: tuple[ReservationTerm, ...] = ()
 
     @property
     def is_gpu(self) -> bool:
@@ -119,6 +132,15 @@ def node_user_data(pool: NodePoolSpec) -> str | None:
     return None
 
 
+def uses_instance_store(pool: NodePoolSpec) -> bool:
+    """GPU nodes put the kubelet's and containerd's storage (emptyDirs, the model cache of a
+    served model, image layers) on their instance-store NVMe disks, striped (Karpenter
+    `instanceStorePolicy: RAID0`; ignored on types without instance store). Not with an
+    image-cache snapshot: its user data mounts that volume at /var/lib/containerd, where
+    nodeadm would mount the array."""
+    return pool.is_gpu and pool.cache_volume is None
+
+
 def node_class_spec(cluster_name: str, role: str, pool: NodePoolSpec, tags: Mapping[str, str]) -> dict:
     discovery = [{"tags": {contract.DISCOVERY_TAG: cluster_name}}]
     return {
@@ -135,6 +157,16 @@ def node_class_spec(cluster_name: str, role: str, pool: NodePoolSpec, tags: Mapp
             "httpTokens": "required",
         },
         "blockDeviceMappings": block_devices(pool),
+        # Karpenter v1.14.1 (ReservedCapacity, beta, on by default): it launches only into the
+        # reservations these terms select (no open matching), prefers them over spot and
+        # on-demand, and models them as free when it consolidates
+        # (website/content/en/docs/tasks/odcrs.md at v1.14.1).
+        **(
+            {"capacityReservationSelectorTerms": [t.as_karpenter() for t in pool.capacity_reservations]}
+            if pool.capacity_reservations
+            else {}
+        ),
+        **({"instanceStorePolicy": "RAID0"} if uses_instance_store(pool) else {}),
         **({"userData": user_data} if (user_data := node_user_data(pool)) else {}),
         "tags": dict(tags),
     }

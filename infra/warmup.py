@@ -3,8 +3,9 @@
 Warm headroom: per GPU pool with `warmGpus > 0`, a Deployment of pause
 containers asks for that many GPUs (slices on a shared pool, since that is what
 its pods request and what its NodePool limit counts) at a negative
-priority, so Karpenter keeps those GPUs running. A real pod (priority 0)
-preempts a placeholder at once and lands on a node that is already up with its
+priority, so Karpenter keeps those GPUs running. A real pod (a service at
+`gpu-inference-service`, a batch Job at `gpu-inference-batch`, anything else at 0:
+domain/priorities.py) preempts a placeholder at once and lands on a node that is already up with its
 device plugin ready; the evicted placeholder goes pending and Karpenter buys the
 headroom back behind it. The price is the headroom's hourly cost, shown in the
 plan summary, and it counts against the pool's `maxGpus`.
@@ -24,14 +25,15 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from domain import contract, pods, versions
+from domain import contract, pods, priorities, versions
 from domain.headroom import GpuConsumer, placeholder_resources
 from infra.placement import PoolPlacement
 
 NAMESPACE = "gpu-warmup"
-PRIORITY_CLASS = "gpu-headroom"
-# Below the default 0 of every pod without a class, so any real pod preempts a placeholder.
-PRIORITY = -10
+PRIORITY_CLASS = priorities.HEADROOM.name
+# Below the default 0 of every pod without a class and below batch (domain/priorities.py),
+# so any real pod preempts a placeholder.
+PRIORITY = priorities.HEADROOM.value
 HEADROOM_APP = "gpu-headroom"
 RESTRICTED = pods.pod_security_labels("restricted")
 PREPULL_APP = "image-prepull"
@@ -193,8 +195,8 @@ class GpuWarmup(pulumi.ComponentResource):
                     value=PRIORITY,
                     global_default=False,
                     # Placeholders wait; they never evict anything to get a GPU.
-                    preemption_policy="Never",
-                    description="Warm GPU headroom placeholders: preempted by any real pod.",
+                    preemption_policy=priorities.HEADROOM.preemption_policy,
+                    description=priorities.HEADROOM.description,
                     opts=child,
                 )
                 placeholders = pulumi.ResourceOptions(parent=self, depends_on=[namespace, self.priority_class])

@@ -21,46 +21,11 @@ if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1;
     exit 0
 fi
 
-cannot_install() {
-    if [[ "${GPUINF_REQUIRE_TOOLS:-}" == 1 ]]; then
-        echo "install-prometheus: $1, and GPUINF_REQUIRE_TOOLS=1 needs prometheus and promtool" >&2
-        exit 1
-    fi
-    echo "install-prometheus: skipped ($1); observability tests that need prometheus will skip"
-    exit 0
-}
-
-# `as_root CMD...` runs CMD as root: directly when we are root, else through sudo
-# without a password prompt (-n: fail rather than hang in CI).
-if [[ "$(id -u)" == 0 ]]; then
-    as_root() { "$@"; }
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    as_root() { sudo -n "$@"; }
-else
-    cannot_install "needs root or passwordless sudo"
-fi
-command -v apt-get >/dev/null 2>&1 || cannot_install "needs apt-get"
-
-# Refuse service starts for the duration of the install, unless the system
-# already has its own policy (containers usually ship one that does the same).
-policy=/usr/sbin/policy-rc.d
-own_policy=0
-if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\n# temporary, from scripts/install-prometheus.sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-    as_root chmod 0755 "$policy"
-    own_policy=1
-fi
-cleanup() {
-    if [[ "$own_policy" == 1 ]]; then
-        as_root rm -f "$policy"
-    fi
-}
-trap cleanup EXIT
-
-if ! apt-cache show prometheus >/dev/null 2>&1; then
-    as_root apt-get update -qq
-fi
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+INSTALLER=install-prometheus NEEDS="prometheus and promtool"
+# shellcheck source=scripts/lib/apt-install.sh
+source "$(dirname "$0")/lib/apt-install.sh"
+refuse_service_starts
+apt_install prometheus
 
 # Belt and braces: if a service came up anyway (a host whose policy allows
 # starts), stop it; the tests need the port range to themselves.

@@ -31,5 +31,6 @@ fi
 ./scripts/install-helm.sh
 if [ "${1:-}" = "--dev" ]; then
   ./scripts/install-prometheus.sh
+  ./scripts/install-alertmanager.sh
   ./scripts/install-shellcheck.sh
 fi

@@ -94,6 +94,8 @@ def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(writ
     config, _ = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
     if any(pool.get("warmGpus") for pool in config["gpu-inference:nodePools"].values()):
         expected.add("PriorityClass")  # warm GPU headroom
+    if config.get("gpu-inference:inference") or config.get("gpu-inference:batchJobs"):
+        expected.add("PriorityClass")  # live inference outranks batch (domain/priorities.py)
     wakes_from_zero = any(
         (svc.get("scaling") or {}).get("minReplicas") == 0 and "wakeUpQuery" not in svc["scaling"]
         for svc in config.get("gpu-inference:inference", {}).values()

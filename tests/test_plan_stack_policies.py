@@ -80,6 +80,13 @@ def _over_budget(resources: list[Recorded]) -> list[Recorded]:
     return resources
 
 
+def _gpu_pool_consolidates_underutilized(resources: list[Recorded]) -> list[Recorded]:
+    for r in resources:
+        if r.type == "kubernetes:karpenter.sh/v1:NodePool" and r.inputs["metadata"]["name"] == "gpu":
+            r.inputs["spec"]["disruption"]["consolidationPolicy"] = "WhenEmptyOrUnderutilized"
+    return resources
+
+
 # policy name -> how to break what it guards in a recorded dev stack
 BREAKS: dict[str, Edit] = {
     "time-sliced-pool-has-overlay": _drop("kubernetes:karpenter.sh/v1alpha1:NodeOverlay"),
@@ -89,6 +96,7 @@ BREAKS: dict[str, Edit] = {
     "s3-bucket-encrypted-private": _drop("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"),
     "sqs-encrypted-with-dlq": _unencrypted_queues,
     "max-hourly-spend": _over_budget,
+    "single-replica-disruption": _gpu_pool_consolidates_underutilized,  # dev's llm runs at minReplicas 1
 }
 
 

@@ -51,6 +51,7 @@ def test_only_components_and_providers_sit_at_the_top(plan: Plan) -> None:
         "gpuinf:network:Network",
         "gpuinf:nodepools:NodePools",
         "gpuinf:nvidia:DevicePlugin",
+        "gpuinf:priorities:PriorityClasses",
         "gpuinf:warmup:GpuWarmup",
     ]
 

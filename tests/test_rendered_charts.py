@@ -355,6 +355,9 @@ COUPLED_DEFAULTS = {
     "kube-prometheus-stack: grafana.sidecar.dashboards.searchNamespace",
     # Follows the stack's `karpenter.logLevel`, whose default is the chart's.
     "karpenter: logLevel",
+    # Pools with capacity type `reserved` need it; on by default (beta) at 1.14.1, pinned so a
+    # chart bump that turns it off shows in review (infra/karpenter.py).
+    "karpenter: settings.featureGates.reservedCapacity",
 }
 
 

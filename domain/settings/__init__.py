@@ -18,7 +18,13 @@ from domain.settings.base import CapacityType, ConfigModel, ConsolidationPolicy,
 from domain.settings.cluster import ClusterSettings, KarpenterSettings, PrivateAccessSettings, SystemNodeSettings
 from domain.settings.errors import ConfigError
 from domain.settings.loading import CONFIG_KEYS, FOREIGN_NAMESPACES, load, raw_from_stack_config
-from domain.settings.monitoring import MonitoringSettings, PrometheusSettings, ResourceSpec
+from domain.settings.monitoring import (
+    AlertingSettings,
+    MonitoringSettings,
+    PrometheusSettings,
+    ReceiverSettings,
+    ResourceSpec,
+)
 from domain.settings.network import NetworkSettings
 from domain.settings.patterns import (
     AMI_ALIAS,
@@ -68,6 +74,7 @@ __all__ = [
     "SECURITY_GROUP_ID",
     "SNAPSHOT_ID",
     "ZONE_ID",
+    "AlertingSettings",
     "BatchJobSettings",
     "CapacityType",
     "ClusterSettings",
@@ -86,6 +93,7 @@ __all__ = [
     "PoolSettings",
     "PrivateAccessSettings",
     "PrometheusSettings",
+    "ReceiverSettings",
     "ResourceSpec",
     "ScaleDownSettings",
     "ScaleUpSettings",

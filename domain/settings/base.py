@@ -16,7 +16,9 @@ from domain.settings.errors import field_error, value_error
 from domain.settings.patterns import DNS_LABEL, NAME_MAX_LENGTH
 
 ConsolidationPolicy = Literal["WhenEmpty", "WhenEmptyOrUnderutilized"]
-CapacityType = Literal["spot", "on-demand"]
+# `reserved`: EC2 On-Demand Capacity Reservations and Capacity Blocks, selected by
+# the pool's `capacityReservations` (Karpenter's ReservedCapacity, beta since v1.6).
+CapacityType = Literal["spot", "on-demand", "reserved"]
 LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 

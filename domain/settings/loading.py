@@ -41,15 +41,38 @@ def raw_from_stack_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     raw: dict[str, Any] = {}
     unknown: list[str] = []
+    secrets = secret_config_keys(config)
     for key, value in config.items():
         if key in CONFIG_KEYS:
             raw[CONFIG_KEYS[key]] = value
+        elif key in secrets:
+            continue  # read by the program as a Pulumi secret (infra/mapping.py), never by the settings
         elif key.split(":", 1)[0] not in FOREIGN_NAMESPACES:
             unknown.append(key)
     if unknown:
         allowed = ", ".join(k for k in CONFIG_KEYS)
         raise ConfigError([f"{k} is not a known config key (allowed: {allowed})" for k in sorted(unknown)])
     return raw
+
+
+def secret_config_keys(config: Mapping[str, Any]) -> set[str]:
+    """`gpu-inference:<name>` for every name an inference service's `envSecrets` or an alert
+    receiver's `webhookSecret` refers to."""
+    services = config.get(f"{PROJECT}:inference")
+    found: set[str] = set()
+    for svc in services.values() if isinstance(services, Mapping) else ():
+        secrets = svc.get("envSecrets") if isinstance(svc, Mapping) else None
+        if isinstance(secrets, Mapping):
+            found.update(f"{PROJECT}:{name}" for name in secrets.values() if isinstance(name, str))
+    # monitoring.alerting.receivers.<name>.webhookSecret: the webhook URL of a receiver.
+    monitoring = config.get(f"{PROJECT}:monitoring")
+    alerting = monitoring.get("alerting") if isinstance(monitoring, Mapping) else None
+    receivers = alerting.get("receivers") if isinstance(alerting, Mapping) else None
+    for receiver in receivers.values() if isinstance(receivers, Mapping) else ():
+        name = receiver.get("webhookSecret") if isinstance(receiver, Mapping) else None
+        if isinstance(name, str):
+            found.add(f"{PROJECT}:{name}")
+    return found
 
 
 def load() -> Settings:

@@ -17,6 +17,7 @@ AMI_ALIAS = r"^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\.[0-9]+\.[0-9]+)$"
 IAM_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]+$"
 REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"
 SNAPSHOT_ID = r"^snap-[0-9a-f]{8,17}$"
+CAPACITY_RESERVATION_ID = r"^cr-[0-9a-z]+$"  # the EC2NodeClass CRD's own pattern (Karpenter v1.14.1)
 SECURITY_GROUP_ID = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"
 ZONE_ID = r"^[a-z]{2,4}[0-9]-az[0-9]+$"  # use1-az1: the same physical zone in every account
 PROM_DURATION = r"^[0-9]+(ms|s|m|h|d|w|y)$"

@@ -89,6 +89,14 @@ def _not_allowed(pool: PoolSettings) -> list[PydanticCustomError]:
                 pool.ami_alias,
             )
         )
+    if "reserved" not in pool.capacity_types and pool.capacity_reservations is not None:
+        found.append(
+            field_error(
+                "capacityReservations",
+                "is only used when capacityTypes includes reserved (got {got})",
+                [t.model_dump(exclude_none=True) for t in pool.capacity_reservations],
+            )
+        )
     if not pool.is_gpu and pool.warm_gpus:
         found.append(field_error("warmGpus", _GPU_ONLY, pool.warm_gpus))
     if not pool.is_gpu and pool.image_cache is not None:
@@ -110,6 +118,16 @@ def _required(pool: PoolSettings) -> list[PydanticCustomError]:
         found.append(field_error("maxGpus", "is required for GPU pools (an integer >= 1)", None))
     if pool.gpu == "shared" and pool.time_slicing_replicas is None:
         found.append(field_error("timeSlicingReplicas", "is required for shared GPU pools (an integer 2..48)", None))
+    if "reserved" in pool.capacity_types and not pool.capacity_reservations:
+        found.append(
+            field_error(
+                "capacityReservations",
+                "is required when capacityTypes includes reserved: a list of {id: cr-...} or {tags: {...}} selecting"
+                " the pool's On-Demand Capacity Reservations or Capacity Blocks (Karpenter launches into none it is"
+                " not told about)",
+                None,
+            )
+        )
     return found
 
 

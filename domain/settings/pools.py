@@ -10,8 +10,15 @@ from pydantic import Field, field_validator, model_validator
 from domain import catalog, versions
 from domain.settings import pool_rules
 from domain.settings.base import CapacityType, ConfigModel, ConsolidationPolicy, PinnedImage, unique
-from domain.settings.errors import field_error, raise_all
-from domain.settings.patterns import AMI_ALIAS, BUDGET_DURATION, BUDGET_NODES, DURATION_OR_NEVER, SNAPSHOT_ID
+from domain.settings.errors import field_error, raise_all, value_error
+from domain.settings.patterns import (
+    AMI_ALIAS,
+    BUDGET_DURATION,
+    BUDGET_NODES,
+    CAPACITY_RESERVATION_ID,
+    DURATION_OR_NEVER,
+    SNAPSHOT_ID,
+)
 
 
 class ImageCacheSettings(ConfigModel):
@@ -37,6 +44,25 @@ class DisruptionBudget(ConfigModel):
         if (self.schedule is None) != (self.duration is None):
             missing, present = ("duration", "schedule") if self.duration is None else ("schedule", "duration")
             raise field_error(missing, f"is required when {present} is set (Karpenter needs both or neither)", None)
+        return self
+
+
+class CapacityReservationTerm(ConfigModel):
+    """One `capacityReservationSelectorTerms` entry of the pool's EC2NodeClass: an ID, or tags (ANDed).
+
+    Karpenter v1.14.1 (EC2NodeClass CRD): terms are ORed; `id` is mutually exclusive
+    with the other fields; a tag value `*` matches any value. A Capacity Block is an
+    ODCR to EC2 and is selected the same way.
+    """
+
+    id: Annotated[str | None, Field(pattern=CAPACITY_RESERVATION_ID)] = None
+    tags: Annotated[dict[str, Annotated[str, Field(min_length=1)]] | None, Field(min_length=1, max_length=20)] = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> CapacityReservationTerm:
+        if (self.id is None) == (self.tags is None):
+            got = {k: v for k, v in (("id", self.id), ("tags", self.tags)) if v is not None}
+            raise value_error("reservation_term", "must set exactly one of id or tags (got {got})", got)
         return self
 
 
@@ -68,6 +94,10 @@ class PoolSettings(ConfigModel):
     # a shared one (so `warmGpus: 4` with 4 replicas keeps one physical GPU up).
     warm_gpus: Annotated[int, Field(alias="warmGpus", ge=0, le=10_000)] = 0
     image_cache: Annotated[ImageCacheSettings | None, Field(alias="imageCache")] = None
+    # With capacityTypes `reserved`: which ODCRs / Capacity Blocks the pool launches into.
+    capacity_reservations: Annotated[
+        tuple[CapacityReservationTerm, ...] | None, Field(alias="capacityReservations", max_length=30)
+    ] = None
 
     @field_validator("instance_families", "capacity_types")
     @classmethod

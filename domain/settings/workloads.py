@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from domain import servers, versions
+from domain.priorities import PriorityLevel
 from domain.settings.base import ConfigModel, PinnedImage
-from domain.settings.errors import field_error, raise_all
+from domain.settings.errors import field_error, raise_all, value_error
 from domain.settings.patterns import QUANTITY
 
 
@@ -37,6 +41,11 @@ class ScalingSettings(ConfigModel):
     # pods cannot report in-flight requests when none run). Only with minReplicas 0;
     # without it such a service wakes through the KEDA HTTP add-on's interceptor.
     wake_up_query: Annotated[str | None, Field(alias="wakeUpQuery", min_length=1)] = None
+    # The scale signal instead of the server preset's: PromQL with `{namespace}` and
+    # `{service}` placeholders, and the value per replica it aims for (instead of
+    # targetInFlight). A `custom` server must set both.
+    query: Annotated[str | None, Field(min_length=1)] = None
+    target: Annotated[float | None, Field(gt=0, le=10_000)] = None
     # How long the interceptor holds a request while a service scales up from zero:
     # a GPU node launch, image pull and model load (see the README's cold-start budget).
     cold_start_timeout_seconds: Annotated[int, Field(alias="coldStartTimeoutSeconds", ge=30, le=3600)] = 600
@@ -51,6 +60,8 @@ class ScalingSettings(ConfigModel):
             problems.append(
                 field_error("wakeUpQuery", "is only used with minReplicas: 0 (got {got})", self.wake_up_query)
             )
+        if self.query is not None and "{service}" not in self.query:
+            problems.append(field_error("query", "must contain the placeholder {service} (got {got})", self.query))
         if self.min_replicas > self.max_replicas:
             problems.append(
                 field_error(
@@ -61,20 +72,76 @@ class ScalingSettings(ConfigModel):
         return self
 
     @property
+    def target_value(self) -> float:
+        """What the autoscaler aims for per replica: `target` with a query of its own, else targetInFlight."""
+        return self.target if self.target is not None else self.target_in_flight
+
+    @property
     def wakes_through_interceptor(self) -> bool:
         """At zero replicas with no wake-up query of its own: the KEDA HTTP add-on wakes it."""
         return self.min_replicas == 0 and self.wake_up_query is None
 
 
-class InferenceSettings(ConfigModel):
-    """One InferenceService: the reference server (or a compatible image) on a GPU pool."""
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CONFIG_KEY_NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
+URL_PATH = r"^/[A-Za-z0-9._~/%-]*$"
 
+
+class ModelSettings(ConfigModel):
+    """Where a server's weights come from (see domain/servers.py for what each server loads)."""
+
+    uri: str  # s3://bucket/prefix/ or hf://org/name[@revision]
+    name: Annotated[str | None, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.-]*$")] = None
+    # How long the init container's S3 sync may take: added to the startup probe's budget.
+    download_seconds: Annotated[int, Field(alias="downloadSeconds", ge=0, le=7200)] = 300
+    # Size limit of the per-pod cache the weights land in (node ephemeral storage: NVMe where the node has it).
+    cache_gib: Annotated[int, Field(alias="cacheGib", ge=1, le=4096)] = 50
+    # The init container that syncs s3:// weights: the AWS CLI image of domain/versions.py, or your
+    # mirror of it (prod pins images by digest: image-digest-pinned).
+    fetch_image: Annotated[PinnedImage, Field(alias="fetchImage")] = versions.MODEL_SERVER_IMAGES["model-fetch"]
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if servers.parse_model_uri(value) is None:
+            raise value_error(
+                "uri", "must be s3://<bucket>/<prefix>/ or hf://<org>/<name>[@<revision>] (got {got})", value
+            )
+        return value
+
+    @property
+    def location(self) -> servers.ModelLocation:
+        found = servers.parse_model_uri(self.uri)
+        assert found is not None  # validated
+        return found
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.location.default_name
+
+
+class InferenceSettings(ConfigModel):
+    """One InferenceService: a model server (domain/servers.py presets) on a GPU pool."""
+
+    server: Literal["reference", "vllm", "triton", "custom"] = "reference"
+    # Defaults to the server preset's image (vllm, triton); reference and custom must name one.
     image: PinnedImage
     pool: str
     gpus: Annotated[int, Field(ge=1, le=8)] = 1
     cpu: Annotated[str, Field(pattern=QUANTITY)] = "2"
     memory_gib: Annotated[int, Field(alias="memoryGib", ge=1, le=2048)] = 8
-    port: Annotated[int, Field(ge=1024, le=65_535)] = 8080
+    # Defaults to the server preset's port; custom must set it.
+    port: Annotated[int | None, Field(ge=1024, le=65_535)] = None
+    model: ModelSettings | None = None
+    args: tuple[str, ...] = ()  # appended to the preset's arguments
+    env: Mapping[str, str] = {}
+    # Environment variable -> name of a Pulumi secret config key (`pulumi config set --secret NAME`):
+    # rendered as a Kubernetes Secret and a secretKeyRef, never as plain text.
+    env_secrets: Annotated[Mapping[str, str], Field(alias="envSecrets")] = {}
+    # custom only: probe and metrics paths (readyPath defaults to healthPath).
+    health_path: Annotated[str | None, Field(alias="healthPath", pattern=URL_PATH)] = None
+    ready_path: Annotated[str | None, Field(alias="readyPath", pattern=URL_PATH)] = None
+    metrics_path: Annotated[str | None, Field(alias="metricsPath", pattern=URL_PATH)] = None
     # How long the model takes to load: the startup probe allows this plus margin.
     model_load_seconds: Annotated[int, Field(alias="modelLoadSeconds", ge=1, le=3600)] = 60
     # SIGTERM to exit: in-flight and queued requests finish within this.
@@ -83,7 +150,80 @@ class InferenceSettings(ConfigModel):
     max_wait_ms: Annotated[int, Field(alias="maxWaitMs", ge=0, le=10_000)] = 5
     max_queue: Annotated[int, Field(alias="maxQueue", ge=1, le=100_000)] = 256
     do_not_disrupt: Annotated[bool, Field(alias="doNotDisrupt")] = False
+    # Who gets a GPU first (domain/priorities.py): live inference outranks batch jobs.
+    priority: PriorityLevel = "service"
     scaling: ScalingSettings = ScalingSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        """`image` and `port` default to the server preset's (an unknown server is reported by its field)."""
+        if isinstance(data, dict):
+            preset = servers.PRESETS.get(data.get("server", "reference"))
+            if preset is not None and "image" not in data and preset.image:
+                data = {**data, "image": preset.image}
+            if preset is not None and "port" not in data and preset.port:
+                data = {**data, "port": preset.port}
+            # What this returns is validated in (strict) Python mode, where a JSON list is no tuple.
+            if isinstance(data.get("args"), list):
+                data = {**data, "args": tuple(data["args"])}
+        return data
+
+    @model_validator(mode="after")
+    def _server(self) -> InferenceSettings:
+        preset = self.preset
+        # Keys that do not belong first (see pool_rules), then what is missing or malformed.
+        disallowed = [
+            field_error(key, f"is only for server custom (got {{got}} with server {self.server})", value)
+            for key, value in (("healthPath", self.health_path), ("readyPath", self.ready_path),
+                               ("metricsPath", self.metrics_path))
+            if value is not None and self.server != "custom"
+        ]  # fmt: skip
+        problems: list[PydanticCustomError] = []
+        if self.model is None and preset.model_required:
+            problems.append(field_error("model.uri", f"is required for server {self.server}", None))
+        if self.model is not None and not self.model.uri.startswith(preset.model_schemes):
+            allowed = " or ".join(preset.model_schemes)
+            problems.append(
+                field_error("model.uri", f"must be {allowed} for server {self.server} (got {{got}})", self.model.uri)
+            )
+        if self.server == "custom":
+            for key, value in (("port", self.port), ("healthPath", self.health_path), ("scaling.query", self.scaling.query),
+                               ("scaling.target", self.scaling.target)):  # fmt: skip
+                if value is None:
+                    problems.append(field_error(key, "is required for server custom", None))
+        problems += [
+            field_error(f"env.{k}", "is not an environment variable name (got {got})", k)
+            for k in (*self.env, *self.env_secrets)
+            if not re.match(ENV_NAME, k)
+        ]
+        problems += [
+            field_error(f"envSecrets.{k}", "is also set in env (got {got})", k)
+            for k in sorted(set(self.env) & set(self.env_secrets))
+        ]
+        problems += [
+            field_error(f"envSecrets.{k}", "must name a Pulumi config key (letters, digits, '-', '_') (got {got})", v)
+            for k, v in self.env_secrets.items()
+            if not re.match(CONFIG_KEY_NAME, v)
+        ]
+        raise_all(disallowed + problems)
+        return self
+
+    @property
+    def preset(self) -> servers.ServerPreset:
+        return servers.PRESETS[self.server]
+
+    @property
+    def container_port(self) -> int:
+        assert self.port is not None  # the preset's default, or required (custom)
+        return self.port
+
+    @property
+    def scale_query_template(self) -> str:
+        """The in-flight query with `{namespace}` / `{service}` placeholders: the stack's, else the preset's."""
+        query = self.scaling.query or self.preset.scale_query
+        assert query is not None  # custom requires scaling.query
+        return query
 
 
 class BatchJobSettings(ConfigModel):
@@ -102,6 +242,8 @@ class BatchJobSettings(ConfigModel):
     active_deadline_seconds: Annotated[int, Field(alias="activeDeadlineSeconds", ge=60, le=86_400)] = 3600
     # Karpenter must not consolidate a node under a running batch Job.
     do_not_disrupt: Annotated[bool, Field(alias="doNotDisrupt")] = True
+    # Batch yields to live inference and preempts warm headroom (domain/priorities.py).
+    priority: PriorityLevel = "batch"
 
 
 class LoadGeneratorSettings(ConfigModel):

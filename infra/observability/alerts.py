@@ -1,7 +1,8 @@
 """Alert rules, as the `spec.groups` of a PrometheusRule (the same shape as the
 `groups:` of a Prometheus rule file, see `rule_file()`).
 
-Four alerts, every threshold and wait a field of `AlertParams`:
+Four alerts here, every threshold and wait a field of `AlertParams`, and the
+GPU health group of `gpu_health` (XID, ECC, thermal throttling, silent GPU nodes):
 
 - `GpuNodePoolAtLimit`: a NodePool has provisioned as many nvidia.com/gpu as
   its limit allows, so Karpenter launches no more GPU nodes for it.
@@ -34,6 +35,7 @@ from infra.observability import (
     KSM_HPA_MIN,
     KSM_POD_PHASE,
     gpu_by_service,
+    gpu_health,
     namespace_matcher,
     selector,
 )
@@ -42,7 +44,13 @@ GPU_NODEPOOL_AT_LIMIT = "GpuNodePoolAtLimit"
 PODS_PENDING_TOO_LONG = "PodsPendingTooLong"
 INFERENCE_ERROR_RATE_HIGH = "InferenceErrorRateHigh"
 GPU_IDLE_WHILE_SCALED_OUT = "GpuIdleWhileScaledOut"
-ALERT_NAMES = (GPU_NODEPOOL_AT_LIMIT, PODS_PENDING_TOO_LONG, INFERENCE_ERROR_RATE_HIGH, GPU_IDLE_WHILE_SCALED_OUT)
+ALERT_NAMES = (
+    GPU_NODEPOOL_AT_LIMIT,
+    PODS_PENDING_TOO_LONG,
+    INFERENCE_ERROR_RATE_HIGH,
+    GPU_IDLE_WHILE_SCALED_OUT,
+    *gpu_health.ALERT_NAMES,
+)
 
 GROUP_CAPACITY = "gpu-inference.capacity"
 GROUP_SERVING = "gpu-inference.serving"
@@ -212,7 +220,11 @@ def rule_groups(params: AlertParams | None = None) -> list[dict[str, Any]]:
             "cost money until they are consolidated.",
         ),
     ]
-    return [{"name": GROUP_CAPACITY, "rules": capacity}, {"name": GROUP_SERVING, "rules": serving}]
+    return [
+        {"name": GROUP_CAPACITY, "rules": capacity},
+        {"name": GROUP_SERVING, "rules": serving},
+        gpu_health.rule_group(),  # XID, ECC, thermal, silent GPU nodes (infra/observability/gpu_health.py)
+    ]
 
 
 def rule_file(params: AlertParams | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from domain import contract, naming, pods
+from domain import contract, naming, pods, priorities
 from infra.identity import pod_identity_role
 from infra.placement import PoolPlacement
 
@@ -46,6 +46,9 @@ class JobSpec:
     max_receive_count: int  # receives before a message moves to the dead-letter queue
     active_deadline_seconds: int
     do_not_disrupt: bool  # Karpenter must not consolidate a node under a running Job
+    # domain.priorities: batch preempts warm headroom and yields to live inference; a
+    # preempted Job pod fails and its messages come back after the visibility timeout.
+    priority_class: str = priorities.BATCH.name
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def job_pod_spec(name: str, spec: JobSpec, pool: PoolPlacement, queue_url: str, 
         requests[contract.GPU_RESOURCE] = limits[contract.GPU_RESOURCE] = str(spec.gpus)
     return {
         "serviceAccountName": name,
+        "priorityClassName": spec.priority_class,
         "restartPolicy": "Never",
         "nodeSelector": terms.node_selector(),
         **({"tolerations": terms.tolerations()} if terms.tolerations() else {}),

@@ -27,15 +27,21 @@ period sized from `drainSeconds`.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from domain import contract, metric_names, pods
+from domain import contract, metric_names, naming, pods, servers
 from infra import keda_http
+from infra.identity import pod_identity_role
 from infra.placement import PoolPlacement
+from infra.workloads import model_server
+from infra.workloads.model_server import ServerSpec
 
 NAMESPACE = "inference"
 SIGNAL_METRIC = metric_names.IN_FLIGHT
@@ -95,6 +101,9 @@ class ServiceSpec:
     max_queue: int
     do_not_disrupt: bool  # Karpenter must not consolidate a node under the service's pods
     scaling: ScalingSpec
+    priority_class: str = "gpu-inference-service"  # domain.priorities: who gets a GPU first
+    # Which model server runs (domain/servers.py presets): today's reference server by default.
+    server: ServerSpec = field(default_factory=model_server.reference_server)
 
 
 @dataclass(frozen=True)
@@ -103,20 +112,26 @@ class InferenceServiceArgs:
     pool: PoolPlacement
     prometheus_url: str
     namespace: str = NAMESPACE
+    cluster_name: str = ""  # for the model-read role (services that load from s3://)
+    # Values of `server.secret_env`, as Pulumi secrets (read by infra/mapping.py, never by the settings).
+    secret_values: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def labels(name: str) -> dict[str, str]:
     return pods.app_labels(name, "inference")
 
 
-def scale_query(name: str, namespace: str = NAMESPACE) -> str:
-    """The KEDA trigger's PromQL: requests in flight across the service's pods (labels set by the ServiceMonitor)."""
-    return f'sum({SIGNAL_METRIC}{{namespace="{namespace}",service="{name}"}})'
+def scale_query(name: str, namespace: str = NAMESPACE, server: ServerSpec | None = None) -> str:
+    """The KEDA trigger's PromQL: requests in flight across the service's pods (labels set by the
+    ServiceMonitor), the server preset's query or the stack's `scaling.query`, placeholders filled."""
+    template = (server or model_server.reference_server()).scale_query_template
+    return servers.fill_query(template, namespace=namespace, service=name)
 
 
-def startup_failure_threshold(model_load_seconds: int) -> int:
-    """Probe failures the startup probe tolerates: the model-load time plus half again, and a minute's margin."""
-    return math.ceil((model_load_seconds * 1.5 + 60) / PROBE_PERIOD_SECONDS)
+def startup_failure_threshold(model_load_seconds: int, download_seconds: int = 0) -> int:
+    """Probe failures the startup probe tolerates: the model-load time plus half again, and a minute's
+    margin, plus the download when the server fetches its own weights (hf://) after it starts."""
+    return math.ceil((model_load_seconds * 1.5 + download_seconds + 60) / PROBE_PERIOD_SECONDS)
 
 
 def grace_period_seconds(spec: ServiceSpec) -> int:
@@ -154,16 +169,24 @@ def topology_spread(name: str, pool: PoolPlacement) -> list[dict]:
 def pod_spec(name: str, spec: ServiceSpec, pool: PoolPlacement) -> dict:
     terms = pool.terms
     gpus = str(spec.gpus)
-    env = {
-        "PORT": str(spec.port),
-        "MAX_BATCH_SIZE": str(spec.max_batch_size),
-        "MAX_WAIT_MS": str(spec.max_wait_ms),
-        "MAX_QUEUE": str(spec.max_queue),
-        "DRAIN_TIMEOUT_S": str(spec.drain_seconds),
-    }
-    http = {"path": "/readyz", "port": "http"}
+    server = spec.server
+    # The reference server's own settings; other servers take theirs as arguments.
+    env = (
+        {
+            "PORT": str(spec.port),
+            "MAX_BATCH_SIZE": str(spec.max_batch_size),
+            "MAX_WAIT_MS": str(spec.max_wait_ms),
+            "MAX_QUEUE": str(spec.max_queue),
+            "DRAIN_TIMEOUT_S": str(spec.drain_seconds),
+        }
+        if server.kind == "reference"
+        else {}
+    )
+    http = {"path": server.ready_path, "port": "http"}
+    fetch = model_server.fetch_container(server)
     return {
         "serviceAccountName": name,
+        "priorityClassName": spec.priority_class,
         "automountServiceAccountToken": False,
         "nodeSelector": terms.node_selector(),
         "tolerations": terms.tolerations(),
@@ -172,21 +195,30 @@ def pod_spec(name: str, spec: ServiceSpec, pool: PoolPlacement) -> dict:
         "securityContext": pods.pod_security(fs_group=True),
         "topologySpreadConstraints": topology_spread(name, pool),
         **pods.packing_affinity(pool),
+        **({"initContainers": [fetch]} if fetch else {}),
         "containers": [
             {
                 "name": "server",
                 "image": spec.image,
-                "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
+                **model_server.command_and_args(server, spec.port),
+                "ports": model_server.ports(server, spec.port),
+                "env": [{"name": k, "value": v} for k, v in env.items()] + model_server.server_env(server, name),
                 "resources": {
-                    "requests": {"cpu": spec.cpu, "memory": f"{spec.memory_gib}Gi", contract.GPU_RESOURCE: gpus},
+                    "requests": {
+                        "cpu": spec.cpu,
+                        "memory": f"{spec.memory_gib}Gi",
+                        contract.GPU_RESOURCE: gpus,
+                        **model_server.ephemeral_storage(server),
+                    },
                     "limits": {"memory": f"{spec.memory_gib}Gi", contract.GPU_RESOURCE: gpus},
                 },
                 "startupProbe": {
                     "httpGet": http,
                     "periodSeconds": PROBE_PERIOD_SECONDS,
                     "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
-                    "failureThreshold": startup_failure_threshold(spec.model_load_seconds),
+                    "failureThreshold": startup_failure_threshold(
+                        spec.model_load_seconds, server.startup_download_seconds
+                    ),
                 },
                 # A loaded server answers its probes late: Kubernetes' default 1 s timeout
                 # would turn a busy replica unready exactly when it is needed.
@@ -197,17 +229,17 @@ def pod_spec(name: str, spec: ServiceSpec, pool: PoolPlacement) -> dict:
                     "failureThreshold": 2,
                 },
                 "livenessProbe": {
-                    "httpGet": {"path": "/healthz", "port": "http"},
+                    "httpGet": {"path": server.health_path, "port": "http"},
                     "periodSeconds": 10,
                     "timeoutSeconds": 3,
                     "failureThreshold": 3,
                 },
                 "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
                 "securityContext": pods.container_security(),
-                "volumeMounts": [pods.TMP_MOUNT],
+                "volumeMounts": [pods.TMP_MOUNT, *model_server.volume_mounts(server)],
             }
         ],
-        "volumes": [pods.TMP_VOLUME],
+        "volumes": [pods.TMP_VOLUME, *model_server.volumes(server)],
     }
 
 
@@ -243,7 +275,7 @@ def scaled_object(name: str, spec: ServiceSpec, prometheus_url: str, namespace: 
             "name": "in-flight",
             "metadata": {
                 "serverAddress": prometheus_url,
-                "query": scale_query(name, namespace),
+                "query": scale_query(name, namespace, spec.server),
                 "threshold": f"{scaling.target_in_flight:g}",
                 "activationThreshold": f"{scaling.activation_in_flight:g}",
                 "ignoreNullValues": "true",
@@ -350,8 +382,8 @@ def service_monitor(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) ->
             "namespaceSelector": {"matchNames": [namespace]},
             "endpoints": [
                 {
-                    "port": "http",
-                    "path": "/metrics",
+                    "port": model_server.metrics_port_name(spec.server),
+                    "path": spec.server.metrics_path,
                     "interval": f"{spec.scaling.scrape_interval_seconds}s",
                     "scrapeTimeout": f"{min(spec.scaling.scrape_interval_seconds, 10)}s",
                 }
@@ -385,9 +417,36 @@ def network_policy(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) -> 
         "spec": {
             "podSelector": {"matchLabels": labels(name)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": sources, "ports": [{"port": "http", "protocol": "TCP"}]}],
+            "ingress": [
+                {"from": sources, "ports": [{"port": "http", "protocol": "TCP"}]},
+                # A server that serves metrics on a port of their own (Triton): Prometheus only.
+                *(
+                    [{"from": sources[:1], "ports": [{"port": model_server.METRICS_PORT_NAME, "protocol": "TCP"}]}]
+                    if spec.server.metrics_port is not None
+                    else []
+                ),
+            ],
         },
     }
+
+
+def service_ports(spec: ServiceSpec) -> list[dict]:
+    """Port 80 to the server; a separate metrics port (Triton) is exposed for the ServiceMonitor by name."""
+    found = [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if spec.server.metrics_port is not None:
+        found.append(
+            {
+                "name": model_server.METRICS_PORT_NAME,
+                "port": spec.server.metrics_port,
+                "targetPort": model_server.METRICS_PORT_NAME,
+                "protocol": "TCP",
+            }
+        )
+    return found
+
+
+def model_role_name(cluster_name: str, name: str) -> str:
+    return naming.bounded(f"{cluster_name}-{name}", "-model", naming.IAM_ROLE)
 
 
 def _custom_resource(
@@ -408,22 +467,27 @@ class InferenceService(pulumi.ComponentResource):
         self.service_account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta, automount_service_account_token=False, opts=child
         )
+        before_pods: list[pulumi.Resource] = [self.service_account, *self._model_access(name, args, child)]
+        if spec.server.secret_env:
+            self.env_secret = k8s.core.v1.Secret(
+                f"{name}-env-secret",
+                metadata={**meta, "name": model_server.secret_name(name)},
+                type="Opaque",
+                string_data={k: pulumi.Output.secret(args.secret_values[k]) for k in spec.server.secret_env},
+                opts=child,
+            )
+            before_pods.append(self.env_secret)
         dep = deployment(name, spec, args.pool, ns)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=dep["metadata"],
             spec=dep["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.service_account], ignore_changes=REPLICAS_OWNED_BY_HPA
-            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=before_pods, ignore_changes=REPLICAS_OWNED_BY_HPA),
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta,
-            spec={
-                "selector": labels(name),
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
-            },
+            spec={"selector": labels(name), "ports": service_ports(spec)},
             opts=child,
         )
         # maxUnavailable, not minAvailable: with one replica, minAvailable 1 would block every node drain.
@@ -462,4 +526,27 @@ class InferenceService(pulumi.ComponentResource):
             )
             # Requests must come through the interceptor to wake the service from zero.
             self.url = f"http://{keda_http.INTERCEPTOR_PROXY} (Host: {wake_up_host(name, ns)})"
-        self.register_outputs({"url": self.url, "query": scale_query(name, ns)})
+        self.register_outputs({"url": self.url, "query": scale_query(name, ns, spec.server)})
+
+    def _model_access(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions) -> list:
+        """A Pod Identity role that may read the service's s3:// model prefix and nothing else."""
+        model = args.service.server.model
+        if model is None or model.scheme != "s3":
+            return []
+        location = servers.parse_model_uri(model.uri)
+        assert location is not None and args.cluster_name
+        role, association = pod_identity_role(
+            f"{name}-model",
+            role_name=model_role_name(args.cluster_name, name),
+            cluster_name=args.cluster_name,
+            namespace=args.namespace,
+            service_account=name,
+            opts=opts,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}{servers.MODEL_POLICY_SUFFIX}",
+            role=role.name,
+            policy=json.dumps(servers.model_read_policy(location)),
+            opts=opts,
+        )
+        return [association, policy]

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pulumi_policy import Policy
 
-from policies.rules import aws_resources, cluster, cost, helm, nodeclasses, nodepools, pod_security, workloads
+from policies.rules import (
+    aws_resources,
+    cluster,
+    cost,
+    disruption,
+    helm,
+    model_access,
+    nodeclasses,
+    nodepools,
+    pod_security,
+    workloads,
+)
 
 
 def all_policies() -> list[Policy]:
@@ -14,8 +25,10 @@ def all_policies() -> list[Policy]:
         *cluster.POLICIES,
         *helm.POLICIES,
         *workloads.POLICIES,
+        *disruption.POLICIES,
         *pod_security.POLICIES,
         *aws_resources.POLICIES,
+        *model_access.POLICIES,
         *cost.POLICIES,
     ]
     names = [p.name for p in policies]

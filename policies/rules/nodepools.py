@@ -149,14 +149,14 @@ FAMILIES = schema(
 CAPACITY = schema(
     gpuCapacityTypes={
         "type": "array",
-        "items": {"enum": ["spot", "on-demand"]},
-        "default": ["spot", "on-demand"],
-        "description": "Capacity types GPU NodePools may use (prod inference: on-demand only).",
+        "items": {"enum": ["spot", "on-demand", "reserved"]},
+        "default": ["spot", "on-demand", "reserved"],
+        "description": "Capacity types GPU NodePools may use (prod inference: on-demand and reserved, no spot).",
     },
     cpuCapacityTypes={
         "type": "array",
-        "items": {"enum": ["spot", "on-demand"]},
-        "default": ["spot", "on-demand"],
+        "items": {"enum": ["spot", "on-demand", "reserved"]},
+        "default": ["spot", "on-demand", "reserved"],
         "description": "Capacity types CPU NodePools may use.",
     },
 )

@@ -104,13 +104,18 @@ def _most_replicas(r: PolicyResource, scaled: Mapping[tuple[str, str], int]) -> 
 
 
 def _gpu_demand_within_pool_limit(resources: list[PolicyResource], _: Config) -> Iterable[tuple[str, str | None]]:
-    """Each GPU workload alone, at its most replicas, fits its pool's nvidia.com/gpu limit.
+    """Every GPU workload of a pool at its most replicas, plus the pool's warm headroom, fits its GPU limit.
 
-    Placeholders of negative priority (warm headroom) are left out: real pods
-    preempt them. Several workloads sharing a pool may overcommit it on purpose;
-    one workload that can never reach its own maximum is a config mistake.
+    Contributors: each pod template (services, batch ScaledJobs, fixed Deployments)
+    that requests nvidia.com/gpu and lands on exactly one GPU pool, at its
+    autoscaler's maximum; warm headroom (placeholders of negative priority) at its
+    replicas. Priorities decide who waits when the pool is full (live inference
+    preempts batch, batch preempts headroom), but a pool whose contributors add up
+    past its limit promises maxima that can never all be met: some maxReplicas is a
+    number nobody can reach. One violation per pool, naming every contributor.
     """
     pools = {p.name: p for p in _pools(resources) if p.gpu}
+    pool_urns = {r.props["metadata"]["name"]: r.urn for r in resources if r.resource_type == NODEPOOL}
     limits = {
         r.props["metadata"]["name"]: dig(r.props, "spec", "limits", contract.GPU_RESOURCE)
         for r in resources
@@ -129,24 +134,27 @@ def _gpu_demand_within_pool_limit(resources: list[PolicyResource], _: Config) ->
         for r in resources
         if r.resource_type == SCALED_OBJECT and dig(r.props, "spec", "scaleTargetRef", "kind") in (None, "Deployment")
     }
+    demand: dict[str, list[tuple[str, int, int]]] = {}
     for r in resources:
         spec = pod_spec(r.resource_type, r.props)
-        if (
-            not spec
-            or r.resource_type == "kubernetes:apps/v1:DaemonSet"
-            or spec.get("priorityClassName") in low_priority
-        ):
+        if not spec or r.resource_type == "kubernetes:apps/v1:DaemonSet":
             continue
         per_pod = _gpus_per_pod(spec)
-        accepted = [name for name in scheduling.pools_accepting(spec, pools.values())]
+        accepted = list(scheduling.pools_accepting(spec, pools.values()))
         if not per_pod or len(accepted) != 1 or not str(limits.get(accepted[0])).isdigit():
             continue
-        most, limit = _most_replicas(r, scaled), int(str(limits[accepted[0]]))
-        if most * per_pod > limit:
+        headroom = spec.get("priorityClassName") in low_priority
+        label = f"{'headroom ' if headroom else ''}{_workload(r)}"
+        demand.setdefault(accepted[0], []).append((label, _most_replicas(r, scaled), per_pod))
+    for pool, parts in sorted(demand.items()):
+        parts.sort(key=lambda part: (part[0].startswith("headroom "), part[0]))  # workloads by name, headroom last
+        total, limit = sum(most * per_pod for _, most, per_pod in parts), int(str(limits[pool]))
+        if total > limit:
+            named = ", ".join(f"{label} {most} x {per_pod} = {most * per_pod}" for label, most, per_pod in parts)
             yield (
-                f"{_workload(r)} can run {most} pods of {per_pod} {contract.GPU_RESOURCE} = {most * per_pod}, but"
-                f" NodePool {accepted[0]} is limited to {limit}: it can never reach its maximum",
-                r.urn,
+                f"NodePool {pool} is limited to {limit} {contract.GPU_RESOURCE}, but its workloads at their maximum"
+                f" replicas ask for {total} ({named}): lower a maxReplicas or raise the pool's GPU limit",
+                pool_urns.get(pool),
             )
 
 
@@ -235,9 +243,10 @@ POLICIES = [
     ),
     stack_policy(
         "gpu-demand-within-pool-limit",
-        "A GPU workload at its maximum replicas fits the nvidia.com/gpu limit of the NodePool it runs on.",
-        "Lower the workload's maxReplicas (or gpus), or raise the pool's maxGpus (timeSlicingReplicas on a shared"
-        " pool).",
+        "The GPU workloads of a NodePool at their maximum replicas (inference services, batch jobs) plus its warm"
+        " headroom fit the pool's nvidia.com/gpu limit (advisory in dev, mandatory in prod).",
+        "Lower a workload's maxReplicas (or gpus) or the pool's warmGpus, or raise the pool's maxGpus"
+        " (timeSlicingReplicas on a shared pool); priorities decide who waits, not how many can run.",
         _gpu_demand_within_pool_limit,
         enforcement=ADVISORY,
     ),

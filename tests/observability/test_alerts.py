@@ -14,7 +14,7 @@ import promql_parser
 import pytest
 import yaml
 
-from infra.observability import alerts
+from infra.observability import alerts, gpu_health
 from infra.observability.alerts import AlertParams
 from tests.support.prometheus import SKIP_REASON, PrometheusServer, prometheus_binary
 
@@ -33,7 +33,7 @@ def all_rules(params: AlertParams | None = None) -> dict[str, dict]:
 
 def test_rule_groups_have_every_alert_with_severity_and_annotations() -> None:
     groups = alerts.rule_groups()
-    assert [g["name"] for g in groups] == [alerts.GROUP_CAPACITY, alerts.GROUP_SERVING]
+    assert [g["name"] for g in groups] == [alerts.GROUP_CAPACITY, alerts.GROUP_SERVING, gpu_health.GROUP]
     rules = all_rules()
     assert sorted(rules) == sorted(alerts.ALERT_NAMES)
     for name, rule in rules.items():
@@ -49,6 +49,11 @@ def test_defaults_are_the_documented_ones() -> None:
         alerts.PODS_PENDING_TOO_LONG: "10m",
         alerts.INFERENCE_ERROR_RATE_HIGH: "5m",
         alerts.GPU_IDLE_WHILE_SCALED_OUT: "30m",
+        gpu_health.GPU_XID_HARDWARE_ERROR: "0m",
+        gpu_health.GPU_XID_ERROR: "0m",
+        gpu_health.GPU_ECC_DOUBLE_BIT_ERRORS: "0m",
+        gpu_health.GPU_THERMAL_THROTTLING: "10m",
+        gpu_health.GPU_NODE_SILENT: "15m",
     }
     assert rules[alerts.INFERENCE_ERROR_RATE_HIGH]["expr"].endswith("> 0.05")
     assert 'resource_type="nvidia.com/gpu"' in rules[alerts.GPU_NODEPOOL_AT_LIMIT]["expr"]

@@ -15,12 +15,11 @@ import pytest
 
 from domain.settings import MonitoringSettings
 from infra.mapping import monitoring_args
-from infra.monitoring import stack_values
+from infra.monitoring import KUBE_STATE_METRICS_NODE_LABELS, stack_values
 from infra.observability import alerts, dashboards, ksm_label
 from infra.observability.dashboards import (
     DASHBOARD_LABEL,
     DATASOURCE_VARIABLE,
-    KUBE_STATE_METRICS_NODE_LABELS,
     OVERVIEW_FILE,
     panel_queries,
 )

@@ -57,7 +57,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
         [
             "gpu-inference:nodePools.gpu.maxGPUs is not a known key (allowed: gpu, instanceFamilies, capacityTypes, maxCpu,"
             " maxMemoryGib, maxGpus, timeSlicingReplicas, consolidation, consolidateAfter, expireAfter,"
-            " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache)"
+            " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache, capacityReservations)"
         ],
     ),
     (
@@ -97,8 +97,43 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
     ),
     (
         "unknown capacity type",
-        _set(f"{NP}/gpu/capacityTypes", ["reserved"]),
-        ["gpu-inference:nodePools.gpu.capacityTypes[0] must be one of 'spot' or 'on-demand' (got \"reserved\")"],
+        _set(f"{NP}/gpu/capacityTypes", ["dedicated"]),
+        [
+            "gpu-inference:nodePools.gpu.capacityTypes[0] must be one of 'spot', 'on-demand' or 'reserved'"
+            ' (got "dedicated")'
+        ],
+    ),
+    (
+        "reserved capacity without reservations",
+        _set(f"{NP}/gpu/capacityTypes", ["reserved", "on-demand"]),
+        [
+            "gpu-inference:nodePools.gpu.capacityReservations is required when capacityTypes includes reserved: a list"
+            " of {id: cr-...} or {tags: {...}} selecting the pool's On-Demand Capacity Reservations or Capacity"
+            " Blocks (Karpenter launches into none it is not told about)"
+        ],
+    ),
+    (
+        "reservations without reserved capacity",
+        _set(f"{NP}/gpu/capacityReservations", [{"id": "cr-0123456789abcdef0"}]),
+        [
+            "gpu-inference:nodePools.gpu.capacityReservations is only used when capacityTypes includes reserved"
+            ' (got [{"id": "cr-0123456789abcdef0"}])'
+        ],
+    ),
+    (
+        "a reservation term with both id and tags",
+        lambda cfg: cfg[NP]["gpu"].update(
+            capacityTypes=["reserved"], capacityReservations=[{"id": "cr-0123456789abcdef0", "tags": {"team": "ml"}}]
+        ),
+        [
+            "gpu-inference:nodePools.gpu.capacityReservations[0] must set exactly one of id or tags"
+            ' (got {"id": "cr-0123456789abcdef0", "tags": {"team": "ml"}})'
+        ],
+    ),
+    (
+        "a reservation ID that is not one",
+        lambda cfg: cfg[NP]["gpu"].update(capacityTypes=["reserved"], capacityReservations=[{"id": "odcr-1"}]),
+        ['gpu-inference:nodePools.gpu.capacityReservations[0].id must match ^cr-[0-9a-z]+$ (got "odcr-1")'],
     ),
     (
         "repeated capacity type",

@@ -196,7 +196,7 @@ CASES: list[tuple[str, str, Callable[[dict], None], list[str]]] = [
         lambda cfg: cfg[INF]["llm"]["scaling"].update(minReplicas=9, wakeUpQuery="up"),
         [
             'gpu-inference:inference.llm.scaling.wakeUpQuery is only used with minReplicas: 0 (got "up")',
-            "gpu-inference:inference.llm.scaling.minReplicas must be <= maxReplicas (4) (got 9)",
+            "gpu-inference:inference.llm.scaling.minReplicas must be <= maxReplicas (2) (got 9)",
         ],
     ),
     (
@@ -237,7 +237,7 @@ CASES: list[tuple[str, str, Callable[[dict], None], list[str]]] = [
             ' (got "nope")',
             "gpu-inference:inference.loadgen is the load generator's Deployment name in the same namespace: rename the"
             ' service (got "loadgen")',
-            'gpu-inference:loadGenerator.target must name a service of inference: one of embed-small, llm, loadgen (got "nope")',
+            'gpu-inference:loadGenerator.target must name a service of inference: one of embed-small, llm, loadgen, qwen (got "nope")',
         ],
     ),
     (
@@ -248,7 +248,7 @@ CASES: list[tuple[str, str, Callable[[dict], None], list[str]]] = [
         [
             "gpu-inference:nodePools.gpu.maxGPUs is not a known key (allowed: gpu, instanceFamilies, capacityTypes,"
             " maxCpu, maxMemoryGib, maxGpus, timeSlicingReplicas, consolidation, consolidateAfter, expireAfter,"
-            " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache)",
+            " disruptionBudgets, rootVolumeGib, amiAlias, weight, warmGpus, imageCache, capacityReservations)",
             "gpu-inference:nodePools.cpu.maxCpu must be >= 1 (got 0)",
         ],
     ),

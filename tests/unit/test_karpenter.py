@@ -118,7 +118,8 @@ def test_crds_release_then_controller_release_with_pinned_chart(resources) -> No
     values = controller.inputs["values"]
     assert values["settings"]["clusterName"] == CLUSTER
     assert values["settings"]["interruptionQueue"] == f"{CLUSTER}-karpenter"
-    assert values["settings"]["featureGates"] == {"nodeOverlay": True}
+    # NodeOverlay (slices), ReservedCapacity (capacity type reserved), NodeRepair (GPU health).
+    assert values["settings"]["featureGates"] == {"nodeOverlay": True, "reservedCapacity": True, "nodeRepair": True}
     assert values["nodeSelector"] == {"kubernetes.io/os": "linux", **contract.SYSTEM_LABELS}
     assert values["tolerations"] == [contract.SYSTEM_TAINT.toleration()]
     assert_parented(resources, "gpuinf:karpenter:Karpenter")

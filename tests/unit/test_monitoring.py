@@ -20,7 +20,9 @@ def prod():
 
 @pytest.fixture(scope="module")
 def resources(prod):
-    args = monitoring_args(prod.monitoring, storage_class="gp3", depends_on=[])
+    args = monitoring_args(
+        prod.monitoring, storage_class="gp3", depends_on=[], cluster_name=prod.cluster.name, region=prod.region
+    )
     return build(lambda: monitoring.Monitoring("mon", args), region="us-east-1")
 
 
@@ -69,7 +71,11 @@ def test_dashboards_and_rules_are_shipped(resources):
     rules = named(resources, "mon-rules").inputs
     assert rules["kind"] == "PrometheusRule" and rules["spec"]["groups"] == alerts.rule_groups()
     ksm = named(resources, "mon-release").inputs["values"]["kube-state-metrics"]
-    assert ksm["metricLabelsAllowlist"] == [f"nodes=[{','.join(dashboards.KUBE_STATE_METRICS_NODE_LABELS)}]"]
+    # The dashboards' node labels and the GPU health alerts' (GpuNodeSilent reads the GPU count).
+    assert ksm["metricLabelsAllowlist"] == [f"nodes=[{','.join(monitoring.KUBE_STATE_METRICS_NODE_LABELS)}]"]
+    assert set(dashboards.KUBE_STATE_METRICS_NODE_LABELS) | {contract.INSTANCE_GPU_COUNT_LABEL} == set(
+        monitoring.KUBE_STATE_METRICS_NODE_LABELS
+    )
 
 
 def test_dcgm_exporter_runs_on_gpu_nodes_only_with_pod_labels(resources, prod):

@@ -126,3 +126,15 @@ def test_karpenter_objects_wait_for_the_controller() -> None:
     karpenter_objects = [r for r in resources if r.type.startswith("kubernetes:karpenter")]
     assert karpenter_objects and all(marker in r.dependencies for r in karpenter_objects)
     assert len(of_type(resources, "kubernetes:karpenter.sh/v1alpha1:NodeOverlay")) == 3
+
+
+def test_gpu_node_classes_stripe_instance_store_unless_an_image_cache_owns_containerd():
+    """RAID0 puts emptyDirs (a served model's cache) and image layers on local NVMe; an image-cache
+    snapshot's user data mounts its volume where nodeadm would mount the array, so not both."""
+    from tests.conftest import plan_of, stack_config
+
+    config = stack_config("dev")
+    config["gpu-inference:nodePools"]["gpu-shared"]["imageCache"] = {"snapshotId": "snap-0123456789abcdef0"}
+    classes = plan_of(config).objects("EC2NodeClass")
+    policies = {name: obj["spec"].get("instanceStorePolicy") for name, obj in classes.items()}
+    assert policies == {"cpu": None, "gpu": "RAID0", "gpu-shared": None}

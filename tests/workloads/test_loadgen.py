@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import subprocess
@@ -116,6 +117,10 @@ def test_connection_errors_are_reported_not_raised() -> None:
             ["--url", "http://h", "--rps", "1", "--duration", "1", "--host-header", "a b"],
             "--host-header must be a host",
         ),
+        (
+            ["--url", "http://h", "--rps", "1", "--duration", "1", "--arrivals", "fixed"],
+            "--arrivals must be one of poisson, uniform (got 'fixed')",
+        ),
     ],
 )
 def test_argument_errors_are_clear(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,3 +152,24 @@ def test_host_header_reaches_the_server() -> None:
     routed, direct = asyncio.run(scenario())
     assert routed.ok == 5 and routed.statuses == {"200": 5}, routed.to_text()
     assert direct.ok == 0 and direct.statuses == {"404": 5}, direct.to_text()
+
+
+def test_arrivals_are_random_by_default_and_uniform_on_request() -> None:
+    """Poisson arrivals: exponential gaps (mean 1/rps, standard deviation as large as the mean);
+    uniform ones are exactly 1/rps apart, the schedule that phase-locks with a batching server."""
+    poisson = LoadSpec(url="http://h:1", rps=500, duration_s=8)
+    due = poisson.schedule()
+    gaps = [b - a for a, b in itertools.pairwise(due)]
+    mean = sum(gaps) / len(gaps)
+    deviation = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    assert (len(due), due[0]) == (4000, 0.0)
+    assert min(gaps) > 0 and abs(mean - 1 / 500) < 0.1 / 500, mean
+    assert 0.9 < deviation / mean < 1.1, "exponential gaps: the coefficient of variation is 1"
+    assert sum(g < 0.2 / 500 for g in gaps) > 0.1 * len(gaps), "many gaps far below the mean (bursts, as in life)"
+    assert due == LoadSpec(url="http://h:1", rps=500, duration_s=8).schedule(), "seeded: the same run twice"
+    assert due != LoadSpec(url="http://h:1", rps=500, duration_s=8, seed=1).schedule()
+    uniform = LoadSpec(url="http://h:1", rps=500, duration_s=8, arrivals="uniform").schedule()
+    assert uniform == [i / 500 for i in range(4000)]
+    spec, _ = parse_args(["--url", "http://h", "--rps", "5", "--duration", "1", "--arrivals", "uniform"])
+    assert spec.arrivals == "uniform"
+    assert parse_args(["--url", "http://h", "--rps", "5", "--duration", "1"])[0].arrivals == "poisson"

@@ -31,7 +31,14 @@ from tests.workloads.helpers import (
 )
 from workloads.model import Model, load_model
 from workloads.server.app import LISTENER_QUIET_S, PREDICT_PATH, BadRequestError, parse_inputs
-from workloads.server.metric_names import BATCH_SIZE, IN_FLIGHT, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS_TOTAL
+from workloads.server.metric_names import (
+    BATCH_SIZE,
+    IN_FLIGHT,
+    QUEUE_DEPTH,
+    RECEIVING,
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +148,7 @@ def test_metric_names_and_types_are_the_contract(server: ThreadServer) -> None:
         (BATCH_SIZE, "histogram"),
         (IN_FLIGHT, "gauge"),
         (QUEUE_DEPTH, "gauge"),
+        (RECEIVING, "gauge"),
     ):
         assert f"# TYPE {name} {kind}" in text, f"expected a {kind} named {name} in /metrics"
     assert (REQUESTS_TOTAL, IN_FLIGHT, QUEUE_DEPTH, REQUEST_DURATION, BATCH_SIZE) == (
@@ -150,6 +158,7 @@ def test_metric_names_and_types_are_the_contract(server: ThreadServer) -> None:
         "inference_request_duration_seconds",
         "inference_batch_size",
     ), "these names are read by the KEDA ScaledObject and the dashboards"
+    assert RECEIVING == "inference_requests_receiving", "documented as the gauge that is not a scale signal"
     buckets = {labels[0][1] for (name, labels) in samples(text) if name == f"{REQUEST_DURATION}_bucket"}
     assert {"0.001", "0.005", "0.01", "0.1"} <= buckets, f"millisecond buckets expected, got {sorted(buckets)}"
 

@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import os
 import resource
+import signal
 import threading
 import zlib
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.workloads.helpers import (
     WAIT_S,
+    ServerProcess,
     ThreadServer,
+    closed_by_server,
     config,
     connect,
     get,
@@ -122,14 +127,7 @@ def test_a_burst_of_1000_connections_is_queued_not_refused(model: Model) -> None
                 await wait_until(all_connected, f"{n} connections to complete while the server accepts none")
                 streams = [t.result() for t in pending]
                 for i, (_, writer) in enumerate(streams):
-                    if i % 2:
-                        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                    else:
-                        body = b'{"inputs": [%s]}' % str(row(i)).encode()
-                        writer.write(
-                            b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (PREDICT_PATH.encode(), len(body), body)
-                        )
+                    writer.write(request(i))
             finally:
                 gate.set()
             answers = await asyncio.gather(*(read_response(reader) for reader, _ in streams), return_exceptions=True)
@@ -141,6 +139,74 @@ def test_a_burst_of_1000_connections_is_queued_not_refused(model: Model) -> None
     statuses = [a if isinstance(a, BaseException) else (a and a[0]) for a in answers]
     failed = [s for s in statuses if s != 200]
     assert not failed, f"{len(failed)} of {n} connections not answered 200: {failed[:10]}"
+
+
+def request(i: int) -> bytes:
+    """A /healthz (odd i) or /v1/predict (even i) request that closes its connection."""
+    if i % 2:
+        return b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    body = b'{"inputs": [%s]}' % str(row(i)).encode()
+    return (
+        b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (PREDICT_PATH.encode(), len(body), body)
+    )
+
+
+def test_the_server_process_queues_a_burst_and_cuts_off_stalled_clients(tmp_path: Path) -> None:
+    """`python -m workloads.server` (uvloop, the settings from the environment), stopped with
+    SIGSTOP while 1,000 clients connect: all complete into its backlog and get 200 once it
+    runs again. Then a compressed body gets 415, a stalled body and stalled headers 408."""
+    n = 1000
+    _raise_open_files(n + 256)
+    env = {"MAX_QUEUE": str(n), "HEADER_TIMEOUT_S": "0.2", "BODY_TIMEOUT_S": "0.2"}
+    server = ServerProcess(tmp_path / "server.log", env=env)
+    try:
+        url = server.wait_listening()
+
+        async def scenario(session: aiohttp.ClientSession):
+            await wait_until(lambda: _ready(session, url), "the model to load")
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                pending = [asyncio.create_task(connect(url)) for _ in range(n)]
+
+                async def all_connected() -> bool:
+                    return all(t.done() for t in pending)
+
+                await wait_until(all_connected, f"{n} connections to complete while the server is stopped")
+                streams = [t.result() for t in pending]
+                for i, (_, writer) in enumerate(streams):
+                    writer.write(request(i))
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            burst = await asyncio.gather(*(read_response(r) for r, _ in streams), return_exceptions=True)
+            for _, writer in streams:
+                writer.close()
+            stalled = []
+            for head in (request(0)[:-20], b"POST /v1/predict HTTP/1.1\r\nHost: test\r\n"):
+                reader, writer = await connect(url)
+                writer.write(head)
+                stalled.append((await read_response(reader), await closed_by_server(reader)))
+                writer.close()
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            async with session.post(url + PREDICT_PATH, data=gzip.compress(b"{}"), headers=headers) as resp:
+                compressed = resp.status
+            return burst, stalled, compressed
+
+        burst, stalled, compressed = run(scenario)
+    finally:
+        server.stop()
+    failed = [a if isinstance(a, BaseException) else (a and a[0]) for a in burst]
+    failed = [s for s in failed if s != 200]
+    assert not failed, f"{len(failed)} of {n} connections not answered 200: {failed[:10]}\n{server.log()[-2000:]}"
+    assert [(r and r[0], closed) for r, closed in stalled] == [(408, True), (408, True)], stalled
+    assert compressed == 415
+
+
+async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        return (await get(session, url + "/readyz"))[0] == 200
+    except aiohttp.ClientConnectionError:
+        return False
 
 
 def test_a_backlog_above_the_kernel_cap_is_logged(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:

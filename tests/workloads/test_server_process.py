@@ -49,6 +49,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"MAX_WAIT_MS": "-1"}, "MAX_WAIT_MS must be a number >= 0 (got '-1')"),
         ([], {"PORT": "70000"}, "PORT must be a port number 0-65535, 0 picks a free port (got '70000')"),
         ([], {"KEEPALIVE_DRAIN_S": "-1"}, "KEEPALIVE_DRAIN_S must be a number >= 0 (got '-1')"),
+        ([], {"HEADER_TIMEOUT_S": "0"}, "HEADER_TIMEOUT_S must be a number > 0 (got '0')"),
+        ([], {"BODY_TIMEOUT_S": "soon"}, "BODY_TIMEOUT_S must be a number > 0 (got 'soon')"),
+        (["--body-timeout-s", "inf"], {}, "--body-timeout-s must be a number > 0 (got 'inf')"),
+        ([], {"BACKLOG": "0"}, "BACKLOG must be an integer >= 1 (got '0')"),
     ],
 )
 def test_bad_settings_exit_2_with_the_setting_named(args: list[str], env: dict[str, str], message: str) -> None:
@@ -60,6 +64,14 @@ def test_bad_settings_exit_2_with_the_setting_named(args: list[str], env: dict[s
 def test_flags_override_the_environment() -> None:
     cfg = ServerConfig.from_sources({"MAX_BATCH_SIZE": "8", "PORT": "9000"}, {"max_batch_size": "16"})
     assert (cfg.max_batch_size, cfg.port, cfg.max_queue) == (16, 9000, 128)
+
+
+def test_connection_defaults() -> None:
+    """Timeouts a slow client must meet, and a backlog that holds a burst of 1,000 connections."""
+    cfg = ServerConfig.defaults()
+    assert (cfg.header_timeout_s, cfg.body_timeout_s, cfg.backlog) == (10, 30, 2048)
+    cfg = ServerConfig.from_sources({"HEADER_TIMEOUT_S": "2.5", "BODY_TIMEOUT_S": "5", "BACKLOG": "4096"})
+    assert (cfg.header_timeout_s, cfg.body_timeout_s, cfg.backlog) == (2.5, 5, 4096)
 
 
 def test_missing_model_file_exits_1(tmp_path: Path) -> None:

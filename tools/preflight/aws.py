@@ -10,6 +10,7 @@ checks themselves (credentials, region, permissions, network).
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from botocore.exceptions import (
 )
 
 from domain.settings import ConfigError, Settings
+from tools.preflight import reservations
 from tools.preflight.checks import QUOTAS, Facts, InstanceFacts, Quota, ami_parameters, needed_quota_codes
 
 MAX_ATTEMPTS = 5  # botocore's, per request
@@ -45,6 +47,9 @@ REJECTED = {
 }
 DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"}
 CHUNK = 100  # instance type names per offerings request
+PROFILE_HINT = "check AWS_PROFILE and ~/.aws/config"
+# What EC2 answers DescribeCapacityReservations for an ID it does not have (a finding, not a failure).
+MISSING_RESERVATION = frozenset({"InvalidCapacityReservationId.NotFound", "InvalidCapacityReservationId.Malformed"})
 
 
 class PreflightError(Exception):
@@ -126,7 +131,7 @@ def default_session() -> Any:
     try:
         return boto3.Session()
     except BotoCoreError as exc:  # e.g. ProfileNotFound for a misspelt AWS_PROFILE
-        raise PreflightError(f"{exc}: check AWS_PROFILE and ~/.aws/config") from None
+        raise PreflightError(f"{exc}: {PROFILE_HINT}") from None
 
 
 def check_region(session: Any, region: str) -> None:
@@ -143,8 +148,8 @@ def check_credentials(session: Any) -> None:
         credentials = session.get_credentials()
     except (PartialCredentialsError, NoCredentialsError) as exc:
         raise PreflightError(_no_credentials(exc)) from None
-    except ProfileNotFound as exc:
-        raise PreflightError(f"{exc}: check AWS_PROFILE") from None
+    except ProfileNotFound as exc:  # botocore may defer it to the first credential lookup
+        raise PreflightError(f"{exc}: {PROFILE_HINT}") from None
     except BotoCoreError as exc:  # an expired SSO token, a failing credential_process, ...
         raise PreflightError(f"cannot load AWS credentials: {exc}") from None
     if credentials is None:
@@ -245,6 +250,33 @@ def ami(ssm: Any, parameter: str) -> str | None:
         return None
 
 
+def capacity_reservations(ec2: Any, settings: Settings) -> dict[str, dict[str, tuple[reservations.Reservation, ...]]]:
+    """pool -> term -> the reservations it selects (empty: none; a missing ID is an empty tuple, not an error)."""
+    found: dict[str, dict[str, tuple[reservations.Reservation, ...]]] = {}
+    for name, pool in reservations.reserved_pools(settings).items():
+        found[name] = {}
+        for term in pool.capacity_reservations or ():
+            if term.id:
+                try:
+                    answer = call(
+                        ec2.describe_capacity_reservations,
+                        expected=MISSING_RESERVATION,
+                        CapacityReservationIds=[term.id],
+                    )
+                    rows = answer.get("CapacityReservations", [])
+                except ClientError:
+                    rows = []
+            else:
+                filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in sorted((term.tags or {}).items())]
+                # `*` selects every value of a tag key (the EC2NodeClass term semantics): tag-key filter.
+                filters = [
+                    {"Name": "tag-key", "Values": [f["Name"][4:]]} if f["Values"] == ["*"] else f for f in filters
+                ]
+                rows = list(pages(ec2.describe_capacity_reservations, "CapacityReservations", Filters=filters))
+            found[name][reservations.term_text(term)] = tuple(reservations.parse(r) for r in rows)
+    return found
+
+
 def gather(session: Any, settings: Settings, region: str) -> Facts:
     check_region(session, region)
     check_credentials(session)
@@ -273,4 +305,6 @@ def gather(session: Any, settings: Settings, region: str) -> Facts:
         offerings=offerings(ec2, used, list(types)) if types else {z: frozenset() for z in used},
         quotas={code: quota(quotas_client, code) for code in needed_quota_codes(settings)},
         amis={parameter: ami(ssm, parameter) for parameter in ami_parameters(settings)},
+        reservations=capacity_reservations(ec2, settings),
+        now=datetime.datetime.now(datetime.UTC),
     )

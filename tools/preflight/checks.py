@@ -7,6 +7,7 @@ every rule can be tested with plain data.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ class Facts:
     quotas: Mapping[str, Quota]
     amis: Mapping[str, str | None]  # SSM parameter -> image id (None: no such parameter)
     zone_ids: Mapping[str, str] = field(default_factory=dict)  # zone name -> zone ID (use1-az3), where known
+    # pool -> capacityReservations term -> what it selects (tools/preflight/reservations.py)
+    reservations: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
+    now: datetime.datetime | None = None  # when the facts were gathered (reservation end dates)
 
 
 # --- report -------------------------------------------------------------------------
@@ -270,6 +274,10 @@ def evaluate(settings: Settings, facts: Facts) -> Report:
                     {"parameter": parameter, "pools": list(pools)},
                 )
             )
+    from tools.preflight import reservations  # it builds on this module's Finding
+
+    now = facts.now or datetime.datetime.now(datetime.UTC)
+    report.findings.extend(reservations.findings(settings, tuple(zones), facts.reservations, now))
     return report
 
 

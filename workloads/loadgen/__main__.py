@@ -14,7 +14,7 @@ from workloads.loadgen.core import LoadSpec, run_load
 def parse_args(argv: Sequence[str] | None) -> tuple[LoadSpec, bool]:
     parser = argparse.ArgumentParser(
         prog="python -m workloads.loadgen",
-        description="Open-loop load at a fixed request rate against POST /v1/predict.",
+        description="Open-loop load at a given request rate (random arrivals by default) against POST /v1/predict.",
     )
     parser.add_argument(
         "--url", required=True, help="server base URL (/v1/predict is added when it has no path) or full predict URL"
@@ -34,6 +34,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LoadSpec, bool]:
         "--host-header",
         help="Host header to send, for a proxy that routes by it (the KEDA HTTP interceptor: SERVICE.NAMESPACE)",
     )
+    parser.add_argument(
+        "--arrivals",
+        default="poisson",
+        help="poisson (random, exponential gaps; the default) or uniform (exactly 1/rps apart)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
@@ -46,6 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[LoadSpec, bool]:
             input_size=args.input_size,
             timeout_s=args.timeout,
             host_header=args.host_header,
+            arrivals=args.arrivals,
         )
     except ValueError as exc:
         parser.error(str(exc))

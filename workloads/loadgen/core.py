@@ -18,6 +18,7 @@ import aiohttp
 PREDICT_PATH = "/v1/predict"
 # A run is bounded in count as well as in time.
 MAX_REQUESTS = 1_000_000
+ARRIVALS = ("poisson", "uniform")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class LoadSpec:
     seed: int = 0
     # Sent as the Host header: a proxy such as the KEDA HTTP interceptor routes by it.
     host_header: str | None = None
+    # "poisson": exponential gaps of mean 1/rps (random, like independent clients);
+    # "uniform": exactly 1/rps apart (phase-locks with a batching server, see __init__.py).
+    arrivals: str = "poisson"
 
     def __post_init__(self) -> None:
         problems = []
@@ -48,6 +52,8 @@ class LoadSpec:
         ):
             if value < 1:
                 problems.append(f"{name} must be an integer >= 1 (got {value})")
+        if self.arrivals not in ARRIVALS:
+            problems.append(f"--arrivals must be one of {', '.join(ARRIVALS)} (got {self.arrivals!r})")
         if self.host_header is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?", self.host_header):
             problems.append(f"--host-header must be a host name such as llm.inference (got {self.host_header!r})")
         if not problems and self.total > MAX_REQUESTS:
@@ -60,6 +66,17 @@ class LoadSpec:
     @property
     def total(self) -> int:
         return int(self.rps * self.duration_s)
+
+    def schedule(self) -> list[float]:
+        """When each of the `total` requests is due, in seconds after the start (seeded: repeatable)."""
+        if self.arrivals == "uniform":
+            return [i / self.rps for i in range(self.total)]
+        rng = random.Random(f"arrivals-{self.seed}")
+        due, at = [], 0.0
+        for _ in range(self.total):
+            due.append(at)
+            at += rng.expovariate(self.rps)
+        return due
 
     @property
     def endpoint(self) -> str:
@@ -195,10 +212,11 @@ async def run_load(spec: LoadSpec) -> LoadReport:
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     outstanding: set[asyncio.Task[None]] = set()
     last_answer = [0.0]
+    due = spec.schedule()
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         start = time.perf_counter()
         for i in range(spec.total):
-            delay = start + i / spec.rps - time.perf_counter()
+            delay = start + due[i] - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             if len(outstanding) >= spec.concurrency:

@@ -13,7 +13,8 @@ signals and the shutdown sequence, which is exactly what we need to control.
 
 Modules: `config` (settings), `metric_names` (the metric names other code relies
 on), `metrics` (the Prometheus registry), `batcher` (queue + micro-batching), `app`
-(endpoints and lifecycle), `__main__` (signals).
+(endpoints, request bodies and lifecycle), `connections` (listen backlog, header
+deadline), `oip` (Open Inference Protocol), `__main__` (signals).
 
 This package imports nothing on purpose: the Pulumi program and the dashboards can
 import `workloads.server.metric_names` without aiohttp, NumPy or ONNX Runtime.

@@ -36,6 +36,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import uvloop
+
 from workloads.server.app import InferenceServer
 from workloads.server.config import ServerConfig, parse_args
 
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # uvloop (libuv) instead of asyncio's own loop: the same asyncio API, with cheaper I/O
+    # and callbacks, which is most of what the server does per request.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return asyncio.run(serve(config))
 
 

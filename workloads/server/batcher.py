@@ -1,11 +1,24 @@
 """Dynamic micro-batching: many small requests, few model calls.
 
 Requests wait in a bounded queue (`submit` refuses when it is full, never grows
-it). One batcher task takes the first waiting request, then keeps taking more
-until the batch holds `max_batch_size` rows or `max_wait_ms` have passed since
-it took the first, whichever comes first, and runs the model on the whole batch
-in a worker thread so that the event loop keeps accepting and answering
-requests meanwhile. Each request's future gets its own rows of the output.
+it). One batcher task takes the first waiting request and every other one
+already waiting, up to `max_batch_size` rows. If the batch is not full yet, it
+waits for more (at most `max_wait_ms` after taking the first) only while the
+batch can still fill in that time at the recent arrival rate; otherwise it
+dispatches at once: waiting would add latency without filling the batch. (At a
+low rate a request is thus served at once, as without batching; under load the
+queue grows while a batch runs, so the next batch is large without any wait.)
+
+It runs the model on the whole batch in a worker thread so that the event loop
+keeps accepting and answering requests meanwhile, except when the model's calls
+are measured to be tiny (the fastest of INLINE_AFTER_CALLS calls in the thread
+under INLINE_MAX_S, without EXTRA_BATCH_LATENCY_MS): then the hand-off to the
+thread and back would cost more than the call, which runs on the event loop
+instead; it goes back to the thread (and measures again) as soon as the moving
+average of the inline calls passes INLINE_MAX_S. (The fastest, not the average,
+of the calls in the thread: their times include waiting for the GIL held by the
+event loop, which is what running inline saves.) Each request's future gets its
+own rows of the output.
 
 Batch sizes count input rows (the model's batch dimension), not requests. A
 request is never split: one that would overflow the batch being filled starts
@@ -31,6 +44,16 @@ import numpy as np
 from workloads.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# A model call measured under this (the fastest of the first INLINE_AFTER_CALLS in the thread,
+# then the moving average of the inline ones) runs on the event loop:
+# the hop to the worker thread and back (a few hundred microseconds under load) would cost
+# more than the call. Blocking the loop this long delays other requests by no more than that.
+INLINE_MAX_S = 0.0005
+# Calls made in the worker thread before any runs inline: the cost is measured first.
+INLINE_AFTER_CALLS = 16
+# Weight of the newest sample in the moving averages (call cost, arrival gap).
+EWMA_WEIGHT = 0.1
 
 # Runs one batch (float32, `[rows, input_size]`) -> `[rows, output_size]`. Called in a worker thread.
 PredictFn = Callable[[np.ndarray], np.ndarray]
@@ -84,6 +107,14 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._running: list[_Pending] = []
         self._stopped = False
+        # Moving average of the seconds between arrivals, per input row.
+        self._last_arrival = 0.0
+        self._gap_per_row = float("inf")
+        # Model calls: the fastest in the thread (and how many), the moving average inline.
+        self._inline = False
+        self._fastest_s = float("inf")
+        self._measured = 0
+        self._inline_s = 0.0
 
     @property
     def waiting(self) -> int:
@@ -126,11 +157,17 @@ class MicroBatcher:
         """
         if self._stopped:
             raise BatcherStoppedError("server stopped before this request was answered")
-        item = _Pending(inputs, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        item = _Pending(inputs, loop.create_future())
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             raise QueueFullError from None
+        now = loop.time()
+        gap = min(now - self._last_arrival, 1.0) / item.rows
+        self._last_arrival = now
+        previous = self._gap_per_row
+        self._gap_per_row = gap if previous == float("inf") else previous + EWMA_WEIGHT * (gap - previous)
         self._update_depth()
         return await item.future
 
@@ -154,14 +191,18 @@ class MicroBatcher:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                now = loop.time()
+                remaining = deadline - now
+                # Wait only while the rows still missing can arrive before the deadline, at the
+                # recent rate; a quiet spell since the last arrival counts as the rate falling.
+                gap = max(self._gap_per_row, now - self._last_arrival)
+                if remaining <= 0 or (self._max_batch_size - rows) * gap > remaining:
                     break
                 try:
                     # A timed-out get() leaves the queue untouched: nothing is lost.
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    item = await asyncio.wait_for(self._queue.get(), min(remaining, 2 * gap))
                 except TimeoutError:
-                    break
+                    continue  # nothing within two gaps: look again, with the quiet counted
             if rows + item.rows > self._max_batch_size:
                 self._carry = item
                 break
@@ -174,21 +215,46 @@ class MicroBatcher:
         size = int(inputs.shape[0])
         self._metrics.batch_size.observe(size)
         loop = asyncio.get_running_loop()
+        inline = self._inline
         try:
-            outputs = await loop.run_in_executor(self._executor, self._call_model, inputs)
+            if inline:
+                outputs, took = self._call_model(inputs)
+            else:
+                outputs, took = await loop.run_in_executor(self._executor, self._call_model, inputs)
         except Exception as exc:
             log.exception("model call failed for a batch of %d rows", size)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        self._timed(took, inline)
         start = 0
         for item in batch:
             if not item.future.done():
                 item.future.set_result(BatchResult(outputs[start : start + item.rows], size))
             start += item.rows
 
-    def _call_model(self, inputs: np.ndarray) -> np.ndarray:
+    @property
+    def inline(self) -> bool:
+        """Whether model calls run on the event loop now (measured tiny), not in the worker thread."""
+        return self._inline
+
+    def _timed(self, took: float, inline: bool) -> None:
+        """Choose where the next call runs from how long this one took (on the event loop)."""
+        if inline:
+            self._inline_s += EWMA_WEIGHT * (took - self._inline_s)
+            if self._inline_s >= INLINE_MAX_S:  # slower now: back to the thread, measure again
+                self._inline, self._fastest_s, self._measured = False, float("inf"), 0
+            return
+        self._fastest_s = min(self._fastest_s, took)
+        self._measured += 1
+        if not self._extra_latency_s and self._measured >= INLINE_AFTER_CALLS and self._fastest_s < INLINE_MAX_S:
+            self._inline, self._inline_s = True, self._fastest_s
+
+    def _call_model(self, inputs: np.ndarray) -> tuple[np.ndarray, float]:
+        """One model call and its wall time."""
+        started = time.perf_counter()
         if self._extra_latency_s:
             time.sleep(self._extra_latency_s)
-        return self._predict(inputs)
+        outputs = self._predict(inputs)
+        return outputs, time.perf_counter() - started

@@ -23,6 +23,7 @@ import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ class HeaderDeadline(asyncio.Protocol):
     # -- asyncio.Protocol, forwarded ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (asyncio's, or uvloop's, which does not subclass asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
         self._inner.connection_made(transport)
         self._arm()  # the first request: from the moment the connection was accepted
 

@@ -68,6 +68,15 @@ class Metrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
+        # One labelled child per status, looked up once (labels() costs a lock and a dict per call).
+        self._by_status: dict[int, Counter] = {}
+
+    def count(self, status: int) -> None:
+        """Count one prediction response with this HTTP status."""
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(str(status))
+        child.inc()
 
     def render(self, accept_header: str | None) -> tuple[bytes, str]:
         """The exposition (body, content type), in the format the scraper's Accept header asks for."""
