@@ -173,6 +173,32 @@ def is_prediction(request: web.Request) -> bool:
     return request.method == "POST" or request.path == PREDICT_PATH
 
 
+async def run_batch(batcher: MicroBatcher, inputs: Any, max_queue: int) -> Any:
+    """The batch result for `inputs`, or the error response that answers the request instead
+    (the same for /v1/predict and the Open Inference Protocol's infer)."""
+    try:
+        result = await batcher.submit(inputs)
+    except QueueFullError:
+        return error(
+            429, f"queue is full ({max_queue} requests waiting); retry later", {"Retry-After": str(RETRY_AFTER_S)}
+        )
+    except BatcherStoppedError as exc:  # the drain timed out
+        return error(503, f"{exc}; retry on another replica", {"Connection": "close"})
+    except Exception:
+        log.exception("prediction failed")
+        return error(500, "model failed on this batch")
+    if not np.isfinite(result.outputs).all():
+        # 422, not 500: the request is well-formed and the server healthy; these finite
+        # inputs drive the model past float32, and would again on any replica. A 5xx would
+        # let any client fire the error-rate alert; NaN in the body breaks strict parsers.
+        return error(
+            422,
+            "the model's outputs for these inputs are not finite (they overflow float32); "
+            "send inputs of smaller magnitude",
+        )
+    return result
+
+
 class InferenceServer:
     """One server: its aiohttp app, its model, its batcher and its metrics."""
 
@@ -546,28 +572,9 @@ class InferenceServer:
             inputs = parse_inputs(body, model.input_size)
         except BadRequestError as exc:
             return error(400, str(exc))
-        try:
-            result = await batcher.submit(inputs)
-        except QueueFullError:
-            return error(
-                429,
-                f"queue is full ({self.config.max_queue} requests waiting); retry later",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            )
-        except BatcherStoppedError as exc:  # the drain timed out
-            return error(503, f"{exc}; retry on another replica", {"Connection": "close"})
-        except Exception:
-            log.exception("prediction failed")
-            return error(500, "model failed on this batch")
-        if not np.isfinite(result.outputs).all():
-            # 422, not 500: the request is well-formed and the server healthy; these finite
-            # inputs drive the model past float32, and would again on any replica. A 5xx would
-            # let any client fire the error-rate alert; NaN in the body breaks strict parsers.
-            return error(
-                422,
-                "the model's outputs for these inputs are not finite (they overflow float32); "
-                "send inputs of smaller magnitude",
-            )
+        result = await run_batch(batcher, inputs, self.config.max_queue)
+        if isinstance(result, web.Response):
+            return result
         payload: dict[str, Any] = {
             "outputs": result.outputs.tolist(),
             "model": self._model_name,

@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
-from workloads.server.app import RETRY_AFTER_S, BadRequestError, dumps, error
-from workloads.server.batcher import BatcherStoppedError, QueueFullError
+from workloads.server.app import RETRY_AFTER_S, BadRequestError, dumps, error, run_batch
 
 if TYPE_CHECKING:
     from workloads.model import Model
@@ -391,25 +390,9 @@ class OipEndpoints:
             parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), inputs, list(outputs.values()))
         except BadRequestError as exc:
             return error(400, str(exc))
-        try:
-            result = await batcher.submit(parsed.inputs)
-        except QueueFullError:
-            return error(
-                429,
-                f"queue is full ({config.max_queue} requests waiting); retry later",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            )
-        except BatcherStoppedError as exc:  # the drain timed out
-            return error(503, f"{exc}; retry on another replica", {"Connection": "close"})
-        except Exception:
-            log.exception("prediction failed")
-            return error(500, "model failed on this batch")
-        if not np.isfinite(result.outputs).all():  # 422 and its message: as _accepted in app.py
-            return error(
-                422,
-                "the model's outputs for these inputs are not finite (they overflow float32); "
-                "send inputs of smaller magnitude",
-            )
+        result = await run_batch(batcher, parsed.inputs, config.max_queue)
+        if isinstance(result, web.Response):
+            return result
         # The model has one output (workloads.model.Model).
         (output_name,) = outputs
         return infer_response(self._name, parsed, {output_name: result.outputs}, outputs)
