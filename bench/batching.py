@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -39,11 +38,11 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import START_TIMEOUT_S, wait_listening
 from workloads.loadgen import LoadReport, LoadSpec, run_load
 from workloads.model import DEFAULT_INPUT_SIZE, build_model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -113,16 +112,7 @@ def start_server(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[
         stderr=subprocess.STDOUT,
     )
     log.close()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (http://\S+)", log_path.read_text(errors="replace"))
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not start:\n{log_path.read_text(errors='replace')}")
+    return proc, wait_listening(proc, log_path, "server")
 
 
 async def wait_ready(url: str) -> None:

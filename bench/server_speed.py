@@ -55,10 +55,10 @@ from typing import Any
 import numpy as np
 import uvloop
 
+from bench.processes import START_TIMEOUT_S, wait_listening
 from workloads.model import build_model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 60.0
 # How long, after the last scheduled request, the client waits for the answers still due.
 SETTLE_S = 5.0
 HEADER_END = b"\r\n\r\n"
@@ -348,16 +348,7 @@ def start_process(
         preexec_fn=lambda: os.sched_setaffinity(0, {core}),
     )
     log.close()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (http://\S+)", log_path.read_text(errors="replace"))
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{argv} did not start:\n{log_path.read_text(errors='replace')}")
+    return proc, wait_listening(proc, log_path, str(argv))
 
 
 def wait_ready(url: str) -> None:
