@@ -15,7 +15,8 @@ from infra import mapping
 from infra.cluster import Cluster
 from infra.karpenter import Karpenter
 from infra.keda import Keda, KedaArgs
-from infra.keda_http import KedaHttpAddOn, KedaHttpAddOnArgs
+from infra.keda_http import KedaHttpAddOn
+from infra.load_balancer import LoadBalancerController
 from infra.monitoring import Monitoring
 from infra.network import Network
 from infra.nodepools import NodePools
@@ -23,6 +24,7 @@ from infra.nvidia import DevicePlugin
 from infra.priorities import PriorityClasses
 from infra.warmup import GpuWarmup
 from infra.workloads.batch_job import BatchJob
+from infra.workloads.endpoints import Endpoints
 from infra.workloads.inference import InferenceService
 from infra.workloads.load_generator import LoadGenerator
 from infra.workloads.namespaces import WorkloadNamespaces
@@ -114,7 +116,7 @@ keda = Keda(
 http_add_on = (
     KedaHttpAddOn(
         "keda-http",
-        KedaHttpAddOnArgs(depends_on=[keda.release]),
+        mapping.keda_http_add_on_args(cfg, depends_on=[keda.release]),
         opts=all_opts,
     )
     if cfg.needs_http_add_on
@@ -150,6 +152,37 @@ services = {
     )
     for name in sorted(cfg.inference)
 }
+# Exposed services: hosts on one load balancer, routed by the AWS Load Balancer Controller,
+# installed only then. The routes depend on its release, so `destroy` deletes them (and the
+# controller their load balancer) while it still runs.
+load_balancer = (
+    LoadBalancerController(
+        "lb",
+        mapping.load_balancer_controller_args(
+            cfg,
+            vpc_id=network.vpc_id,
+            depends_on=[
+                cluster.system_node_group,
+                cluster.pod_identity_agent,
+                cluster.coredns,
+                *network.egress,
+                monitoring.release,
+            ],
+        ),
+        opts=all_opts,
+    )
+    if cfg.ingress is not None and cfg.exposed
+    else None
+)
+endpoint_args = mapping.endpoints_args(
+    cfg,
+    depends_on=[
+        *([load_balancer.release] if load_balancer else []),
+        *(services[name] for name in cfg.exposed),
+        *([http_add_on] if http_add_on else []),
+    ],
+)
+endpoints = Endpoints("endpoints", endpoint_args, opts=all_opts) if endpoint_args is not None else None
 jobs = {
     name: BatchJob(
         name,
@@ -179,4 +212,7 @@ pulumi.export("prometheusUrl", monitoring.prometheus_url)
 pulumi.export("alertTopicArns", monitoring.alert_topic_arns)
 pulumi.export("grafanaAdminPassword", pulumi.Output.secret(monitoring.grafana_password.result))
 pulumi.export("inferenceUrls", {name: svc.url for name, svc in services.items()})
+pulumi.export("endpointUrls", endpoints.urls if endpoints else {})
+if endpoints is not None and endpoints.load_balancer_hostname is not None:
+    pulumi.export("loadBalancerHostname", endpoints.load_balancer_hostname)
 pulumi.export("batchQueueUrls", {name: job.queue.url for name, job in jobs.items()})

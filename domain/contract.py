@@ -40,6 +40,13 @@ WARM_GPUS_ANNOTATION = "gpu-inference.io/warm-gpus"
 INFERENCE_CLIENT_LABEL = "gpu-inference.io/inference-client"
 # Namespace label the API server sets on every namespace (NetworkPolicy selectors use it).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Endpoints (AWS Load Balancer Controller): the one IngressClass (and its IngressClassParams, same
+# name) every exposed service uses, the controller's name for ALB Ingresses, and the namespace label
+# that makes the controller's webhook add a target-health readiness gate to new pods.
+INGRESS_CLASS = "gpu-inference"
+ALB_INGRESS_CONTROLLER = "ingress.k8s.aws/alb"
+ALB_ANNOTATION_PREFIX = "alb.ingress.kubernetes.io/"
+ALB_READINESS_GATE_LABEL = "elbv2.k8s.aws/pod-readiness-gate-inject"
 # Where Prometheus runs (infra/monitoring.py), and the label prometheus-operator puts on
 # its pods: workloads let it scrape them through their NetworkPolicies.
 MONITORING_NAMESPACE = "monitoring"

@@ -50,6 +50,9 @@ class ServerPreset:
     scale_query: str | None  # None: the stack must set `scaling.query`
     model_required: bool
     model_schemes: tuple[str, ...]  # model URI schemes the server can load
+    # Environment variable of the server's idle keep-alive in seconds, if it has one: behind a load
+    # balancer it must outlast the load balancer's idle timeout (infra/workloads/inference.py).
+    keep_alive_env: str | None = None
 
 
 PRESETS: dict[str, ServerPreset] = {
@@ -80,6 +83,8 @@ PRESETS: dict[str, ServerPreset] = {
         ),
         model_required=True,
         model_schemes=("s3://", "hf://"),
+        # uvicorn's timeout_keep_alive in vllm/entrypoints/openai/api_server.py (vllm/envs.py, default 5 s).
+        keep_alive_env="VLLM_HTTP_TIMEOUT_KEEP_ALIVE",
     ),
     "triton": ServerPreset(
         name="triton",

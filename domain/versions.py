@@ -59,6 +59,14 @@ DCGM_EXPORTER = HelmChart(
     version="4.8.2",
     repo="https://nvidia.github.io/dcgm-exporter/helm-charts",
 )
+# Ingress for exposed services (ALBs). Its CRDs (IngressClassParams, TargetGroupBinding, ...)
+# are vendored under schemas/aws-load-balancer-controller-v*; its IAM policy in domain/data/.
+AWS_LOAD_BALANCER_CONTROLLER_VERSION = "3.5.0"  # chart version; the controller's appVersion is v3.5.0
+AWS_LOAD_BALANCER_CONTROLLER = HelmChart(
+    chart="aws-load-balancer-controller",
+    version=AWS_LOAD_BALANCER_CONTROLLER_VERSION,
+    repo="https://aws.github.io/eks-charts",
+)
 
 
 # The helm CLI the offline plan and the tests render the charts above with
@@ -86,6 +94,7 @@ HELM_CHARTS: dict[str, HelmChart] = {
     "keda-add-ons-http": KEDA_HTTP_ADD_ON,
     "kube-prometheus-stack": KUBE_PROMETHEUS_STACK,
     "dcgm-exporter": DCGM_EXPORTER,
+    "aws-load-balancer-controller": AWS_LOAD_BALANCER_CONTROLLER,
 }
 
 # Images the charts above run, pinned to the chart's appVersion so a chart bump
@@ -98,6 +107,7 @@ IMAGES: dict[str, str] = {
     "keda-http-operator": f"ghcr.io/kedacore/http-add-on-operator:{KEDA_HTTP_ADD_ON_VERSION}",
     "keda-http-scaler": f"ghcr.io/kedacore/http-add-on-scaler:{KEDA_HTTP_ADD_ON_VERSION}",
     "keda-http-interceptor": f"ghcr.io/kedacore/http-add-on-interceptor:{KEDA_HTTP_ADD_ON_VERSION}",
+    "aws-load-balancer-controller": f"public.ecr.aws/eks/aws-load-balancer-controller:v{AWS_LOAD_BALANCER_CONTROLLER_VERSION}",
     # Placeholder pods of the warm GPU headroom and the image pre-pull DaemonSet.
     "pause": "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a",
 }

@@ -41,12 +41,30 @@ SKIP_SCALED_OBJECT_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-crea
 INTERCEPTOR_POD_LABELS = {"app.kubernetes.io/component": "interceptor", "app.kubernetes.io/name": "http-add-on"}
 
 
+PROXY_SERVICE = f"{CHART_NAME}-interceptor-proxy"
+# The interceptor's admin port (chart value interceptor.admin.port): /readyz turns 503 when it drains.
+ADMIN_PORT = 9090
+# The chart's defaults (values.yaml: shutdownDelay 5s, drainTimeout 30s).
+SHUTDOWN_DELAY_SECONDS = 5
+DRAIN_TIMEOUT_SECONDS = 30
+
+
 @dataclass(frozen=True)
 class KedaHttpAddOnArgs:
     depends_on: list[pulumi.Resource]  # KEDA itself: the add-on's ScaledObjects need its CRDs
+    # On SIGTERM an interceptor keeps accepting for the shutdown delay (until nobody routes to it:
+    # longer behind a load balancer), then lets held and in-flight requests finish within the drain
+    # timeout: at least the longest wake-up it may be holding a request through.
+    shutdown_delay_seconds: int = SHUTDOWN_DELAY_SECONDS
+    drain_timeout_seconds: int = DRAIN_TIMEOUT_SECONDS
+
+    @property
+    def grace_period_seconds(self) -> int:
+        return self.shutdown_delay_seconds + self.drain_timeout_seconds + 10
 
 
-def helm_values() -> dict:
+def helm_values(args: KedaHttpAddOnArgs | None = None) -> dict:
+    drain = args or KedaHttpAddOnArgs(depends_on=[])
     system = {
         "nodeSelector": {contract.OS_LABEL: "linux", **contract.SYSTEM_LABELS},
         "tolerations": contract.system_tolerations(),
@@ -76,6 +94,11 @@ def helm_values() -> dict:
             "replicas": {"min": 2, "max": 6},
             # Request bodies of inference calls pass through: more memory than the chart's 64Mi limit.
             "resources": small,
+            # interceptor/main.go (v0.15.0): readiness 503, wait the shutdown delay, close the
+            # listener, drain; the kubelet's grace period must cover both.
+            "shutdownDelay": f"{drain.shutdown_delay_seconds}s",
+            "drainTimeout": f"{drain.drain_timeout_seconds}s",
+            "terminationGracePeriodSeconds": drain.grace_period_seconds,
         },
     }
 
@@ -88,7 +111,7 @@ class KedaHttpAddOn(pulumi.ComponentResource):
             versions.KEDA_HTTP_ADD_ON,
             name=CHART_NAME,
             namespace=NAMESPACE,
-            values=helm_values(),
+            values=helm_values(args),
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.register_outputs({"interceptorProxy": INTERCEPTOR_PROXY})

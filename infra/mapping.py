@@ -21,8 +21,11 @@ import pulumi
 from domain import priorities
 from domain import settings as model
 from domain.headroom import consumers_by_pool
+from infra import keda_http
 from infra.cluster import ClusterArgs, SystemNodes
 from infra.karpenter import KarpenterArgs
+from infra.keda_http import KedaHttpAddOnArgs
+from infra.load_balancer import LoadBalancerControllerArgs
 from infra.monitoring import AlertingSpec, MonitoringArgs, PrometheusSpec, ReceiverSpec
 from infra.network import NetworkArgs
 from infra.nodepools import CacheVolume, DisruptionBudget, NodePoolsArgs, NodePoolSpec, ReservationTerm
@@ -30,8 +33,9 @@ from infra.nvidia import DevicePluginArgs
 from infra.placement import PoolPlacement
 from infra.priorities import PriorityClassesArgs
 from infra.warmup import WarmPool, WarmupArgs
-from infra.workloads import batch_job, inference
+from infra.workloads import batch_job, endpoints, inference
 from infra.workloads.batch_job import BatchJobArgs, JobSpec
+from infra.workloads.endpoints import CognitoAuth, EndpointsArgs, Exposure, OidcAuth, Route
 from infra.workloads.inference import InferenceServiceArgs, ScaleDown, ScaleUp, ScalingSpec, ServiceSpec
 from infra.workloads.load_generator import LoadGeneratorArgs
 from infra.workloads.model_server import ModelSpec, ServerSpec
@@ -265,14 +269,18 @@ def priority_classes_args(cfg: model.Settings) -> PriorityClassesArgs:
 
 
 def workload_namespaces_args(cfg: model.Settings) -> WorkloadNamespacesArgs:
-    """Only the namespaces that something runs in."""
+    """Only the namespaces that something runs in; the inference namespace gets the load balancer's
+    readiness gate when a service there is exposed directly (a rollout then waits for the new pod's
+    target to be healthy before it removes an old one)."""
     used = ([inference.NAMESPACE] if cfg.inference else []) + ([batch_job.NAMESPACE] if cfg.batch_jobs else [])
-    return WorkloadNamespacesArgs(names=tuple(used))
+    direct = cfg.ingress is not None and any(not svc.scaling.wakes_through_interceptor for svc in cfg.exposed.values())
+    return WorkloadNamespacesArgs(names=tuple(used), readiness_gate=(inference.NAMESPACE,) if direct else ())
 
 
-def service_spec(svc: model.InferenceSettings) -> ServiceSpec:
+def service_spec(svc: model.InferenceSettings, exposure: Exposure | None = None) -> ServiceSpec:
     scaling, up, down = svc.scaling, svc.scaling.scale_up, svc.scaling.scale_down
     return ServiceSpec(
+        exposure=exposure,
         image=svc.image,
         gpus=svc.gpus,
         cpu=svc.cpu,
@@ -342,7 +350,7 @@ def inference_service_args(cfg: model.Settings, name: str, *, prometheus_url: st
     svc = cfg.inference[name]
     config = pulumi.Config()
     return InferenceServiceArgs(
-        service=service_spec(svc),
+        service=service_spec(svc, exposure(cfg, name)),
         pool=placement(svc.pool, cfg.node_pools[svc.pool]),
         prometheus_url=prometheus_url,
         cluster_name=cfg.cluster.name,
@@ -394,3 +402,132 @@ def load_generator_args(cfg: model.Settings) -> LoadGeneratorArgs | None:
         cpu_pool=cfg.cpu_pool,
         target_wakes_through_interceptor=cfg.inference[spec.target].scaling.wakes_through_interceptor,
     )
+
+
+# --- endpoints (`ingress`, `inference.<svc>.expose`) ---------------------------
+
+# The server's idle keep-alive outlasts the load balancer's idle timeout by this much.
+KEEP_ALIVE_MARGIN_SECONDS = 15
+
+
+def exposure(cfg: model.Settings, name: str) -> Exposure | None:
+    """Service `name`'s host on the load balancer, as its pods need it; None when not exposed."""
+    svc, ingress = cfg.inference[name], cfg.ingress
+    if svc.expose is None or ingress is None:
+        return None
+    _, public = cfg.network.subnet_cidrs()
+    return Exposure(
+        host=svc.expose.host,
+        # Both schemes' load balancers sit in the public subnets (infra/network.py), never beside pods.
+        load_balancer_cidrs=tuple(public),
+        keep_alive_seconds=cfg.load_balancer_idle_timeout + KEEP_ALIVE_MARGIN_SECONDS,
+    )
+
+
+def keda_http_add_on_args(cfg: model.Settings, *, depends_on: list[pulumi.Resource]) -> KedaHttpAddOnArgs:
+    """The interceptor drains for the longest wake-up it may hold a request through; behind the
+    load balancer it also waits for its target to be deregistered before it stops accepting."""
+    waking = [svc for svc in cfg.inference.values() if svc.scaling.wakes_through_interceptor]
+    behind_load_balancer = any(svc.expose is not None for svc in waking) and cfg.ingress is not None
+    return KedaHttpAddOnArgs(
+        depends_on=depends_on,
+        shutdown_delay_seconds=(
+            endpoints.LOAD_BALANCER_PRE_STOP_SECONDS if behind_load_balancer else keda_http.SHUTDOWN_DELAY_SECONDS
+        ),
+        drain_timeout_seconds=max([keda_http.DRAIN_TIMEOUT_SECONDS, *(model.wake_hold_seconds(svc) for svc in waking)]),
+    )
+
+
+def load_balancer_controller_args(
+    cfg: model.Settings, *, vpc_id: pulumi.Input[str], depends_on: list[pulumi.Resource]
+) -> LoadBalancerControllerArgs:
+    return LoadBalancerControllerArgs(
+        cluster_name=cfg.cluster.name, region=cfg.region, vpc_id=vpc_id, depends_on=depends_on
+    )
+
+
+def route(cfg: model.Settings, name: str) -> Route:
+    svc = cfg.inference[name]
+    assert svc.expose is not None
+    spec = service_spec(svc, exposure(cfg, name))
+    if svc.scaling.wakes_through_interceptor:
+        interceptor = keda_http_add_on_args(cfg, depends_on=[])
+        return Route(
+            service=name,
+            host=svc.expose.host,
+            path=svc.expose.path,
+            namespace=keda_http.NAMESPACE,
+            backend_service=keda_http.PROXY_SERVICE,
+            backend_port=keda_http.PROXY_PORT,
+            health_check_path="/readyz",
+            health_check_port=str(keda_http.ADMIN_PORT),
+            deregistration_delay_seconds=min(
+                interceptor.shutdown_delay_seconds + interceptor.drain_timeout_seconds,
+                endpoints.DEREGISTRATION_DELAY_MAX,
+            ),
+            via_interceptor=True,
+        )
+    return Route(
+        service=name,
+        host=svc.expose.host,
+        path=svc.expose.path,
+        namespace=inference.NAMESPACE,
+        backend_service=name,
+        backend_port=inference.SERVICE_PORT,
+        health_check_path=spec.server.ready_path,
+        health_check_port="traffic-port",
+        deregistration_delay_seconds=inference.deregistration_delay_seconds(spec),
+        via_interceptor=False,
+    )
+
+
+def endpoints_args(cfg: model.Settings, *, depends_on: list[pulumi.Resource]) -> EndpointsArgs | None:
+    """None when no service is exposed. The OIDC client secret is read here, as a Pulumi secret."""
+    ingress = cfg.ingress
+    if ingress is None or not cfg.exposed:
+        return None
+    auth, secret = _auth(ingress.auth)
+    return EndpointsArgs(
+        group_name=cfg.cluster.name,
+        scheme=ingress.scheme,
+        certificate_arn=ingress.certificate_arn,
+        allowed_cidrs=ingress.allowed_cidrs or (cfg.network.cidr,),
+        ssl_policy=ingress.ssl_policy,
+        idle_timeout_seconds=cfg.load_balancer_idle_timeout,
+        routes=tuple(route(cfg, name) for name in cfg.exposed),
+        auth=auth,
+        client_secret=pulumi.Config().require_secret(secret) if secret else None,
+        depends_on=depends_on,
+    )
+
+
+def _auth(auth: model.AuthSettings | None) -> tuple[OidcAuth | CognitoAuth | None, str | None]:
+    """The listener's authentication, and the config key of the OIDC client secret."""
+    if auth is None:
+        return None, None
+    common = {
+        "scope": (auth.oidc or auth.cognito).scope,  # type: ignore[union-attr]
+        "on_unauthenticated": auth.on_unauthenticated,
+        "session_timeout_seconds": auth.session_timeout_seconds,
+    }
+    if auth.oidc is not None:
+        o = auth.oidc
+        return (
+            OidcAuth(
+                issuer=o.issuer,
+                authorization_endpoint=o.authorization_endpoint,
+                token_endpoint=o.token_endpoint,
+                user_info_endpoint=o.user_info_endpoint,
+                client_id=o.client_id,
+                **common,
+            ),
+            o.client_secret,
+        )
+    c = auth.cognito
+    assert c is not None
+    return CognitoAuth(
+        user_pool_arn=c.user_pool_arn,
+        user_pool_client_id=c.user_pool_client_id,
+        user_pool_domain=c.user_pool_domain,
+        **common,
+    ), None

@@ -1,7 +1,13 @@
 """VPC with public and private subnets across AZs, NAT per config.
 
-Private subnets carry Karpenter's discovery tag (nodes launch there) and the
-internal-ELB role tag; public subnets carry the ELB role tag.
+Private subnets carry Karpenter's discovery tag: nodes, and with the VPC CNI every
+pod, take their addresses there. Public subnets carry both load balancer role tags
+(`kubernetes.io/role/elb` for internet-facing, `kubernetes.io/role/internal-elb`
+for internal), so the AWS Load Balancer Controller puts every load balancer in
+them: an internal one gets private addresses only, and holds none of the pods'
+addresses, so an exposed service's NetworkPolicy can admit the load balancer by
+its subnets without admitting every pod of the cluster (as the private subnets'
+range would).
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ import pulumi
 import pulumi_aws as aws
 
 from domain import contract
+
+# Subnet discovery of the AWS Load Balancer Controller (docs/deploy/subnet_discovery.md, v3.5.0).
+LOAD_BALANCER_ROLE_TAGS = {"kubernetes.io/role/elb": "1", "kubernetes.io/role/internal-elb": "1"}
 
 
 @dataclass(frozen=True)
@@ -43,14 +52,10 @@ class Network(pulumi.ComponentResource):
             f"{name}-igw", vpc_id=self.vpc.id, tags={"Name": f"{args.cluster_name}-igw"}, opts=child
         )
         self.public_subnets = [
-            self._subnet(name, "public", i, az, cidr, {**cluster_tag, "kubernetes.io/role/elb": "1"}, child)
+            self._subnet(name, "public", i, az, cidr, {**cluster_tag, **LOAD_BALANCER_ROLE_TAGS}, child)
             for i, (az, cidr) in enumerate(zip(args.availability_zones, args.public_subnet_cidrs, strict=True))
         ]
-        private_tags = {
-            **cluster_tag,
-            "kubernetes.io/role/internal-elb": "1",
-            contract.DISCOVERY_TAG: args.cluster_name,
-        }
+        private_tags = {**cluster_tag, contract.DISCOVERY_TAG: args.cluster_name}
         self.private_subnets = [
             self._subnet(name, "private", i, az, cidr, private_tags, child)
             for i, (az, cidr) in enumerate(zip(args.availability_zones, args.private_subnet_cidrs, strict=True))

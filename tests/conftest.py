@@ -56,6 +56,16 @@ def stack_config(stack: str) -> dict[str, Any]:
     return copy.deepcopy(config)
 
 
+def in_region(config: dict[str, Any], region: str) -> dict[str, Any]:
+    """`config` moved to `region`: the load balancer's ACM certificate must be of the same region."""
+    ingress = config.get("gpu-inference:ingress")
+    if isinstance(ingress, dict) and "certificateArn" in ingress:
+        old = config["aws:region"]
+        ingress["certificateArn"] = ingress["certificateArn"].replace(f":acm:{old}:", f":acm:{region}:")
+    config["aws:region"] = region
+    return config
+
+
 def settings_of(stack_or_config: str | Mapping[str, Any] = "dev") -> Settings:
     """Validated settings of a stack file by name (`"prod"`) or of a config as such a file holds it."""
     config = stack_config(stack_or_config) if isinstance(stack_or_config, str) else stack_or_config

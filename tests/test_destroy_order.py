@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import pulumi
 import pytest
 
-from tests.conftest import Plan
+from tests.conftest import Plan, settings_of
 from tests.support.delete_order import DeleteGraph, delete_graph, label
 from tests.unit.helpers import build, named
 from tools.plan.mocks import Recorded
@@ -139,6 +139,99 @@ def test_karpenter_objects_are_deleted_while_karpenter_can_terminate_nodes(check
 def test_keda_objects_are_deleted_while_their_operators_run(checked_plan: Plan) -> None:
     problems = report(checked_plan, NEEDED_BY_KEDA)
     assert not problems, f"pulumi destroy could leave KEDA objects stuck on their finalizers:\n{problems}"
+
+
+# The AWS Load Balancer Controller (infra/load_balancer.py, built as "lb") removes the ALB, its
+# listeners, target groups and security groups of an Ingress when the Ingress is deleted, then the
+# `ingress.k8s.aws/resources` finalizer (kubernetes-sigs/aws-load-balancer-controller v3.5.0,
+# pkg/ingress/finalizer.go, controllers/ingress/group_controller.go `cleanupGroupResources`). It
+# calls ELBv2 and EC2 from its pods: it needs them (release, nodes), credentials (the Pod Identity
+# agent, association, role and inline policy), DNS and the route to the AWS APIs. An Ingress is
+# safe when all of LB_CONTROLLER_RELEASE + NEEDED_BY_LB_CONTROLLER outlive it:
+#     assert deleted_too_early(plan, delete_graph(plan.resources), ingress, NEEDED_BY_INGRESS) == []
+LB_CONTROLLER_RELEASE = Needed(RELEASE, "lb-release", "the controller, which deletes the ALB and the finalizer")
+EGRESS = tuple(n for n in NEEDED_BY_KARPENTER if n.type.startswith("aws:ec2/"))
+NEEDED_BY_LB_CONTROLLER = (
+    Needed("aws:iam/rolePolicy:RolePolicy", "lb-controller-policy", "DeleteLoadBalancer, DeleteTargetGroup, ..."),
+    Needed("aws:iam/role:Role", "lb-controller-role", "the controller's identity"),
+    Needed("aws:eks/podIdentityAssociation:PodIdentityAssociation", "lb-controller-pod-identity", "its credentials"),
+    Needed("kubernetes:core/v1:Namespace", "lb-ns", "where it runs"),
+    Needed("aws:eks/nodeGroup:NodeGroup", "cluster-system", "the nodes it runs on"),
+    Needed("aws:eks/addon:Addon", "cluster-coredns", "DNS for the AWS API endpoints"),
+    Needed("aws:eks/addon:Addon", "cluster-eks-pod-identity-agent", "hands the controller its credentials"),
+    *EGRESS,
+)
+NEEDED_BY_INGRESS = (LB_CONTROLLER_RELEASE, *NEEDED_BY_LB_CONTROLLER)
+
+
+def lb_controller_problems(plan: Plan) -> list[str]:
+    """What the controller's release may outlive although it needs it to delete load balancers."""
+    (release,) = [r for r in plan.resources if LB_CONTROLLER_RELEASE.matches(r)]
+    return deleted_too_early(plan, delete_graph(plan.resources), release, NEEDED_BY_LB_CONTROLLER)
+
+
+def test_the_lb_controller_outlives_nothing_it_needs(checked_plan: Plan) -> None:
+    if not any(LB_CONTROLLER_RELEASE.matches(r) for r in checked_plan.resources):
+        pytest.skip("this stack installs no AWS Load Balancer Controller")
+    assert lb_controller_problems(checked_plan) == []
+
+
+def test_every_ingress_goes_before_the_controller_that_deletes_its_load_balancer(checked_plan: Plan) -> None:
+    """An Ingress deleted after the controller keeps its finalizer (destroy hangs) and its ALB, whose
+    network interfaces then block the subnets' and the VPC's deletion."""
+    ingresses = [r for r in checked_plan.resources if r.type == "kubernetes:networking.k8s.io/v1:Ingress"]
+    assert len(ingresses) == len(checked_plan.settings.exposed)
+    graph = delete_graph(checked_plan.resources)
+    for ingress in ingresses:
+        assert deleted_too_early(checked_plan, graph, ingress, NEEDED_BY_INGRESS) == [], ingress.name
+
+
+def _lb_controller_program() -> None:
+    """The real Network and controller component, with stand-ins of the real types and names for
+    the cluster parts it is given (tests/unit/test_cluster.py covers those)."""
+    from infra import mapping
+    from infra.load_balancer import LoadBalancerController, LoadBalancerControllerArgs
+    from infra.network import Network
+
+    cfg = settings_of("dev")
+    network = Network("network", mapping.network_args(cfg.network, cluster_name="c", availability_zones=("z-a", "z-b")))
+    nodes = pulumi.CustomResource("aws:eks/nodeGroup:NodeGroup", "cluster-system", {})
+    after_nodes = pulumi.ResourceOptions(depends_on=[nodes])
+    agent = pulumi.CustomResource("aws:eks/addon:Addon", "cluster-eks-pod-identity-agent", {}, after_nodes)
+    coredns = pulumi.CustomResource("aws:eks/addon:Addon", "cluster-coredns", {}, after_nodes)
+    monitoring = pulumi.CustomResource(RELEASE, "monitoring-release", {}, after_nodes)
+    args = LoadBalancerControllerArgs(
+        cluster_name="c",
+        region="us-west-2",
+        vpc_id=network.vpc_id,
+        depends_on=[nodes, agent, coredns, *network.egress, monitoring],
+    )
+    controller = LoadBalancerController("lb", args)
+    pulumi.CustomResource(
+        "kubernetes:networking.k8s.io/v1:Ingress",
+        "endpoints-llm",
+        {},
+        pulumi.ResourceOptions(depends_on=[controller.release]),
+    )
+
+
+def test_the_lb_controller_component_orders_its_destroy() -> None:
+    plan = Plan(settings_of("dev"), build(_lb_controller_program))
+    assert lb_controller_problems(plan) == []
+    ingress = named(plan.resources, "endpoints-llm")
+    assert deleted_too_early(plan, delete_graph(plan.resources), ingress, NEEDED_BY_INGRESS) == []
+
+
+def test_an_lb_controller_given_no_egress_is_reported() -> None:
+    """Break the wiring on purpose: without the egress path in `depends_on`, the NAT gateways and
+    routes may go first, and the check names them."""
+    resources = build(_lb_controller_program)
+    release = named(resources, "lb-release")
+    egress = {r.urn for r in resources if any(n.matches(r) for n in EGRESS if "rt" in n.name or "nat" in n.name)}
+    release.dependencies[:] = [d for d in release.dependencies if d not in egress]
+    problems = lb_controller_problems(Plan(settings_of("dev"), resources))
+    assert any("NatGateway network-nat-0" in p for p in problems), problems
+    assert any("RouteTableAssociation network-private-rta-0" in p for p in problems), problems
 
 
 class _Component(pulumi.ComponentResource):

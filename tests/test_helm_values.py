@@ -35,6 +35,10 @@ CHARTS: dict[str, tuple[str, dict[str, str]]] = {
         },
     ),
     "dcgm-exporter": (f"dcgm-exporter-{versions.DCGM_EXPORTER.version}", {}),
+    "aws-load-balancer-controller": (
+        f"aws-load-balancer-controller-{versions.AWS_LOAD_BALANCER_CONTROLLER.version}",
+        {},
+    ),
 }
 
 # Keys whose value is a free-form map even where the chart ships a default entry

@@ -12,6 +12,8 @@ its chart renders them, and the load generator.
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from domain import contract
@@ -33,6 +35,8 @@ def admits(policy: dict, namespace: str, pod_labels: dict, port: str) -> bool:
         if not any(p.get("port") == port for p in rule.get("ports", [])):
             continue
         for peer in rule.get("from", []):
+            if "ipBlock" in peer:
+                continue  # addresses, not pods: checked against the pods' subnets below
             if "namespaceSelector" in peer:
                 ns_ok = matches(peer["namespaceSelector"], namespace_labels)
             else:  # a podSelector alone selects pods of the policy's own namespace
@@ -97,3 +101,27 @@ def test_the_interceptor_the_policies_admit_is_the_one_the_chart_runs():
     labels = interceptor["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in keda_http.INTERCEPTOR_POD_LABELS.items()), labels
     assert rendered.releases[keda_http.CHART_NAME].release.namespace == keda_http.NAMESPACE
+
+
+def ip_blocks(policy: dict) -> list[ipaddress.IPv4Network]:
+    return [
+        ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+        if "ipBlock" in peer
+    ]
+
+
+def test_an_exposed_service_admits_the_load_balancer_subnets_and_no_pod_addresses(plan):
+    """Target type ip: the load balancer connects from its own subnets (the public ones, for both
+    schemes); with the VPC CNI every pod has an address of the private subnets, so a policy that
+    admitted those would admit every pod of the cluster."""
+    private, public = plan.settings.network.subnet_cidrs()
+    pods = [ipaddress.ip_network(c) for c in private]
+    for name, svc in plan.settings.inference.items():
+        dep = plan.objects("Deployment")[name]
+        (policy,) = policies_for(plan, dep["metadata"]["namespace"], dep["spec"]["template"]["metadata"]["labels"])
+        blocks = ip_blocks(policy)
+        direct = svc.expose is not None and not svc.scaling.wakes_through_interceptor
+        assert sorted(map(str, blocks)) == (sorted(public) if direct else []), name
+        assert not any(b.overlaps(p) for b in blocks for p in pods), f"{name} admits pod addresses: {blocks}"

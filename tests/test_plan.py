@@ -102,11 +102,18 @@ def test_every_kubernetes_object_has_a_manifest_and_every_release_is_listed(writ
     )
     if wakes_from_zero:
         expected.add("HTTPScaledObject")  # the KEDA HTTP add-on's route to a scale-to-zero service
+    exposed = config.get("gpu-inference:ingress") and any(
+        "expose" in svc for svc in config.get("gpu-inference:inference", {}).values()
+    )
+    if exposed:
+        expected |= {"Ingress", "IngressClass", "IngressClassParams"}  # one load balancer, a host per service
     assert kinds == sorted(expected)
     releases = yaml.safe_load((out / "helm-releases.yaml").read_text())
     charts = {name: c.version for name, c in versions.HELM_CHARTS.items()}
     if not wakes_from_zero:
         del charts["keda-add-ons-http"]
+    if not exposed:
+        del charts["aws-load-balancer-controller"]  # installed only for exposed services
     assert {r["name"]: r["version"] for r in releases} == charts
     assert all(set(r) == {"name", "namespace", "chart", "repo", "version", "values"} for r in releases)
 
@@ -307,6 +314,17 @@ BROKEN_PROD = [
         "eks-endpoint-access",
     ),
     ("untagged team", lambda c: c["gpu-inference:tags"].pop("team"), "required-tags"),
+    (
+        "endpoint open to all",
+        lambda c: c["gpu-inference:ingress"].__setitem__("allowedCidrs", ["203.0.113.0/24", "0.0.0.0/0"]),
+        "endpoint-internet-facing-locked",
+    ),
+    ("endpoint without auth", lambda c: c["gpu-inference:ingress"].pop("auth"), "endpoint-internet-facing-locked"),
+    (
+        "endpoint auth lets anonymous through",
+        lambda c: c["gpu-inference:ingress"]["auth"].__setitem__("onUnauthenticatedRequest", "allow"),
+        "endpoint-internet-facing-locked",
+    ),
 ]
 
 

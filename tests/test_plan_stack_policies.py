@@ -87,6 +87,25 @@ def _gpu_pool_consolidates_underutilized(resources: list[Recorded]) -> list[Reco
     return resources
 
 
+def _open_plain_http_ingress(resources: list[Recorded]) -> list[Recorded]:
+    """An ALB IngressClass without params and an internet-facing Ingress of it: plain HTTP, no auth, open."""
+    klass, ingress = "kubernetes:networking.k8s.io/v1:IngressClass", "kubernetes:networking.k8s.io/v1:Ingress"
+    backend = {"service": {"name": "open", "port": {"number": 80}}}
+    inputs = {
+        "metadata": {"name": "open", "annotations": {"alb.ingress.kubernetes.io/scheme": "internet-facing"}},
+        "spec": {
+            "ingressClassName": "open",
+            "rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}],
+        },
+    }
+    return [
+        *resources,
+        Recorded(f"urn:pulumi:dev::gpu-inference::{klass}::open", klass, "open", "", True, "", {}, [],
+                 {"metadata": {"name": "open"}, "spec": {"controller": "ingress.k8s.aws/alb"}}),
+        Recorded(f"urn:pulumi:dev::gpu-inference::{ingress}::open", ingress, "open", "", True, "", {}, [], inputs),
+    ]  # fmt: skip
+
+
 # policy name -> how to break what it guards in a recorded dev stack
 BREAKS: dict[str, Edit] = {
     "time-sliced-pool-has-overlay": _drop("kubernetes:karpenter.sh/v1alpha1:NodeOverlay"),
@@ -97,6 +116,8 @@ BREAKS: dict[str, Edit] = {
     "sqs-encrypted-with-dlq": _unencrypted_queues,
     "max-hourly-spend": _over_budget,
     "single-replica-disruption": _gpu_pool_consolidates_underutilized,  # dev's llm runs at minReplicas 1
+    "endpoint-https-only": _open_plain_http_ingress,
+    "endpoint-internet-facing-locked": _open_plain_http_ingress,
 }
 
 

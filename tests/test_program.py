@@ -41,10 +41,12 @@ def test_only_components_and_providers_sit_at_the_top(plan: Plan) -> None:
     assert sorted(r.type for r in top if r.type.startswith("gpuinf:")) == [
         *["gpuinf:batch:BatchJob"] * len(plan.settings.batch_jobs),
         "gpuinf:cluster:Cluster",
+        *(["gpuinf:endpoints:Endpoints"] if plan.settings.exposed else []),
         *["gpuinf:inference:InferenceService"] * len(plan.settings.inference),
         "gpuinf:karpenter:Karpenter",
         *(["gpuinf:keda:HttpAddOn"] if plan.settings.needs_http_add_on else []),
         "gpuinf:keda:Keda",
+        *(["gpuinf:load_balancer:LoadBalancerController"] if plan.settings.exposed else []),
         *(["gpuinf:loadgen:LoadGenerator"] if plan.settings.load_generator else []),
         "gpuinf:monitoring:Monitoring",
         "gpuinf:namespaces:WorkloadNamespaces",

@@ -17,6 +17,7 @@ the Pulumi engine to `Settings`). Callers import from `domain.settings`.
 from domain.settings.base import CapacityType, ConfigModel, ConsolidationPolicy, LogType, PinnedImage
 from domain.settings.cluster import ClusterSettings, KarpenterSettings, PrivateAccessSettings, SystemNodeSettings
 from domain.settings.errors import ConfigError
+from domain.settings.ingress import AuthSettings, CognitoSettings, ExposeSettings, IngressSettings, OidcSettings
 from domain.settings.loading import CONFIG_KEYS, FOREIGN_NAMESPACES, load, raw_from_stack_config
 from domain.settings.monitoring import (
     AlertingSettings,
@@ -45,6 +46,7 @@ from domain.settings.patterns import (
     ZONE_ID,
 )
 from domain.settings.pools import DisruptionBudget, ImageCacheSettings, PoolSettings
+from domain.settings.rules import wake_hold_seconds
 from domain.settings.stack import Settings
 from domain.settings.workloads import (
     BatchJobSettings,
@@ -75,20 +77,25 @@ __all__ = [
     "SNAPSHOT_ID",
     "ZONE_ID",
     "AlertingSettings",
+    "AuthSettings",
     "BatchJobSettings",
     "CapacityType",
     "ClusterSettings",
+    "CognitoSettings",
     "ConfigError",
     "ConfigModel",
     "ConsolidationPolicy",
     "DisruptionBudget",
+    "ExposeSettings",
     "ImageCacheSettings",
     "InferenceSettings",
+    "IngressSettings",
     "KarpenterSettings",
     "LoadGeneratorSettings",
     "LogType",
     "MonitoringSettings",
     "NetworkSettings",
+    "OidcSettings",
     "PinnedImage",
     "PoolSettings",
     "PrivateAccessSettings",
@@ -102,4 +109,5 @@ __all__ = [
     "SystemNodeSettings",
     "load",
     "raw_from_stack_config",
+    "wake_hold_seconds",
 ]

@@ -27,6 +27,7 @@ CONFIG_KEYS: dict[str, str] = {
     f"{PROJECT}:inference": "inference",
     f"{PROJECT}:batchJobs": "batchJobs",
     f"{PROJECT}:loadGenerator": "loadGenerator",
+    f"{PROJECT}:ingress": "ingress",
     "aws:region": "region",
 }
 # Keys other namespaces may hold without our say (providers read their own).
@@ -56,8 +57,8 @@ def raw_from_stack_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def secret_config_keys(config: Mapping[str, Any]) -> set[str]:
-    """`gpu-inference:<name>` for every name an inference service's `envSecrets` or an alert
-    receiver's `webhookSecret` refers to."""
+    """`gpu-inference:<name>` for every name an inference service's `envSecrets`, an alert
+    receiver's `webhookSecret` or the OIDC `clientSecret` of `ingress.auth` refers to."""
     services = config.get(f"{PROJECT}:inference")
     found: set[str] = set()
     for svc in services.values() if isinstance(services, Mapping) else ():
@@ -72,6 +73,13 @@ def secret_config_keys(config: Mapping[str, Any]) -> set[str]:
         name = receiver.get("webhookSecret") if isinstance(receiver, Mapping) else None
         if isinstance(name, str):
             found.add(f"{PROJECT}:{name}")
+    # ingress.auth.oidc.clientSecret: the OIDC client secret of the load balancer's listener.
+    ingress = config.get(f"{PROJECT}:ingress")
+    auth = ingress.get("auth") if isinstance(ingress, Mapping) else None
+    oidc = auth.get("oidc") if isinstance(auth, Mapping) else None
+    name = oidc.get("clientSecret") if isinstance(oidc, Mapping) else None
+    if isinstance(name, str):
+        found.add(f"{PROJECT}:{name}")
     return found
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic_core import PydanticCustomError
 
 from domain.settings.errors import field_error
+from domain.settings.ingress import region_problems
 from domain.settings.patterns import LOAD_GENERATOR_NAME
 
 if TYPE_CHECKING:
@@ -26,7 +27,82 @@ if TYPE_CHECKING:
 
 
 def problems(settings: Settings) -> list[PydanticCustomError]:
-    return [*_zones_in_region(settings), *_workload_pools(settings), *_load_generator(settings)]
+    return [
+        *_zones_in_region(settings),
+        *_workload_pools(settings),
+        *_load_generator(settings),
+        *_exposure(settings),
+    ]
+
+
+# How much longer than a wake-up the load balancer must hold a request: the interceptor waits up to
+# coldStartTimeoutSeconds for the first replica, then the request itself runs.
+WAKE_HOLD_MARGIN_SECONDS = 30
+
+
+def wake_hold_seconds(svc: InferenceSettings) -> int:
+    """How long a request to an exposed service may see no byte: its wake-up, when it scales to zero."""
+    if not svc.scaling.wakes_through_interceptor:
+        return 0
+    return svc.scaling.cold_start_timeout_seconds + WAKE_HOLD_MARGIN_SECONDS
+
+
+def _exposure(settings: Settings) -> list[PydanticCustomError]:
+    """Exposed services need the stack's load balancer, distinct host + path pairs and, on it, an
+    idle timeout that outlasts every wake-up; the load balancer needs a certificate of its region
+    and, when internet-facing, the CIDRs it is open to written out."""
+    exposed = {k: svc for k, svc in sorted(settings.inference.items()) if svc.expose is not None}
+    ingress = settings.ingress
+    if ingress is None:
+        return [
+            field_error(
+                f"inference.{name}.expose",
+                "needs gpu-inference:ingress (the stack's load balancer: scheme, certificateArn, allowedCidrs)"
+                " (got {got})",
+                svc.expose.model_dump(by_alias=True) if svc.expose else None,
+            )
+            for name, svc in exposed.items()
+        ]
+    found = region_problems(ingress, settings.region)
+    if ingress.scheme == "internet-facing" and ingress.allowed_cidrs is None:
+        found.append(
+            field_error(
+                "ingress.allowedCidrs",
+                "is required with scheme internet-facing: the CIDRs that may reach the load balancer"
+                " (write 0.0.0.0/0 to open it to everyone) (got {got})",
+                None,
+            )
+        )
+    routes: dict[tuple[str, str], str] = {}
+    for name, svc in exposed.items():
+        assert svc.expose is not None
+        key = (svc.expose.host, svc.expose.path)
+        if key in routes:
+            found.append(
+                field_error(
+                    f"inference.{name}.expose",
+                    f"routes the same host and path as inference.{routes[key]}.expose (got {{got}})",
+                    {"host": key[0], "path": key[1]},
+                )
+            )
+        routes.setdefault(key, name)
+    needed = {name: wake_hold_seconds(svc) for name, svc in exposed.items()}
+    slowest = max(needed, key=lambda n: needed[n], default=None)
+    if (
+        ingress.idle_timeout_seconds is not None
+        and slowest is not None
+        and ingress.idle_timeout_seconds < needed[slowest]
+    ):
+        found.append(
+            field_error(
+                "ingress.idleTimeoutSeconds",
+                f"must be >= {needed[slowest]}: inference.{slowest}.scaling.coldStartTimeoutSeconds + "
+                f"{WAKE_HOLD_MARGIN_SECONDS}, so the load balancer holds a request while {slowest} wakes"
+                " (got {got})",
+                ingress.idle_timeout_seconds,
+            )
+        )
+    return found
 
 
 def _zones_in_region(settings: Settings) -> list[PydanticCustomError]:

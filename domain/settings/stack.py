@@ -13,6 +13,7 @@ from domain.settings import rules
 from domain.settings.base import ConfigModel, name_problems
 from domain.settings.cluster import ClusterSettings, KarpenterSettings
 from domain.settings.errors import ConfigError, describe_all, field_error, raise_all, value_error
+from domain.settings.ingress import IngressSettings
 from domain.settings.monitoring import MonitoringSettings
 from domain.settings.network import NetworkSettings
 from domain.settings.patterns import DNS_LABEL, PROJECT, REGION, RESERVED_TAG_PREFIXES
@@ -35,6 +36,8 @@ class Settings(ConfigModel):
     inference: Mapping[str, InferenceSettings] = {}
     batch_jobs: Annotated[Mapping[str, BatchJobSettings], Field(alias="batchJobs")] = {}
     load_generator: Annotated[LoadGeneratorSettings | None, Field(alias="loadGenerator")] = None
+    # The stack's one load balancer, for services with `expose` (domain/settings/ingress.py).
+    ingress: IngressSettings | None = None
 
     @field_validator("tags")
     @classmethod
@@ -78,6 +81,19 @@ class Settings(ConfigModel):
     @property
     def needs_http_add_on(self) -> bool:
         return any(svc.scaling.wakes_through_interceptor for svc in self.inference.values())
+
+    @property
+    def exposed(self) -> dict[str, InferenceSettings]:
+        """Services with a host on the load balancer, by name."""
+        return {k: svc for k, svc in sorted(self.inference.items()) if svc.expose is not None}
+
+    @property
+    def load_balancer_idle_timeout(self) -> int:
+        """ALB idle timeout: the stack's, else 60 s (ALB's default) or, when more, what the slowest exposed
+        scale-to-zero service needs: the interceptor holds its first request with no byte sent."""
+        if self.ingress is not None and self.ingress.idle_timeout_seconds is not None:
+            return self.ingress.idle_timeout_seconds
+        return max([60, *(rules.wake_hold_seconds(svc) for svc in self.exposed.values())])
 
     @property
     def cpu_pool(self) -> str | None:

@@ -13,6 +13,7 @@ from domain import servers, versions
 from domain.priorities import PriorityLevel
 from domain.settings.base import ConfigModel, PinnedImage
 from domain.settings.errors import field_error, raise_all, value_error
+from domain.settings.ingress import ExposeSettings
 from domain.settings.patterns import QUANTITY
 
 
@@ -153,6 +154,8 @@ class InferenceSettings(ConfigModel):
     # Who gets a GPU first (domain/priorities.py): live inference outranks batch jobs.
     priority: PriorityLevel = "service"
     scaling: ScalingSettings = ScalingSettings()
+    # A host (and path) on the stack's load balancer (`gpu-inference:ingress`); in-cluster only without.
+    expose: ExposeSettings | None = None
 
     @model_validator(mode="before")
     @classmethod

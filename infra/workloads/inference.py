@@ -40,7 +40,7 @@ from domain import contract, metric_names, naming, pods, servers
 from infra import keda_http
 from infra.identity import pod_identity_role
 from infra.placement import PoolPlacement
-from infra.workloads import model_server
+from infra.workloads import endpoints, model_server
 from infra.workloads.model_server import ServerSpec
 
 NAMESPACE = "inference"
@@ -104,6 +104,12 @@ class ServiceSpec:
     priority_class: str = "gpu-inference-service"  # domain.priorities: who gets a GPU first
     # Which model server runs (domain/servers.py presets): today's reference server by default.
     server: ServerSpec = field(default_factory=model_server.reference_server)
+    exposure: endpoints.Exposure | None = None  # a host on the load balancer (`expose`)
+
+    @property
+    def exposed_directly(self) -> bool:
+        """The load balancer sends requests to the pods themselves (not through the interceptor)."""
+        return self.exposure is not None and not self.scaling.wakes_through_interceptor
 
 
 @dataclass(frozen=True)
@@ -134,9 +140,21 @@ def startup_failure_threshold(model_load_seconds: int, download_seconds: int = 0
     return math.ceil((model_load_seconds * 1.5 + download_seconds + 60) / PROBE_PERIOD_SECONDS)
 
 
+def pre_stop_seconds(spec: ServiceSpec) -> int:
+    """How long a terminating pod keeps serving before SIGTERM: until no one sends it new requests.
+    Behind the load balancer that is its target deregistration, slower than kube-proxy's update."""
+    return endpoints.LOAD_BALANCER_PRE_STOP_SECONDS if spec.exposed_directly else PRE_STOP_SECONDS
+
+
 def grace_period_seconds(spec: ServiceSpec) -> int:
     """preStop sleep + the server's own drain timeout + a margin, so the kubelet never kills mid-drain."""
-    return PRE_STOP_SECONDS + spec.drain_seconds + 10
+    return pre_stop_seconds(spec) + spec.drain_seconds + 10
+
+
+def deregistration_delay_seconds(spec: ServiceSpec) -> int:
+    """How long the load balancer lets requests to a deregistered pod finish: all of preStop and the
+    drain, so a request it sent just before it stopped still gets the server's whole drain."""
+    return min(pre_stop_seconds(spec) + spec.drain_seconds, endpoints.DEREGISTRATION_DELAY_MAX)
 
 
 def spread_keys(pool: PoolPlacement) -> tuple[str, ...]:
@@ -202,7 +220,16 @@ def pod_spec(name: str, spec: ServiceSpec, pool: PoolPlacement) -> dict:
                 "image": spec.image,
                 **model_server.command_and_args(server, spec.port),
                 "ports": model_server.ports(server, spec.port),
-                "env": [{"name": k, "value": v} for k, v in env.items()] + model_server.server_env(server, name),
+                "env": [
+                    {"name": k, "value": v}
+                    for k, v in {
+                        **env,
+                        **endpoints.keep_alive_env(
+                            spec.server.preset, spec.exposure if spec.exposed_directly else None
+                        ),
+                    }.items()
+                ]
+                + model_server.server_env(server, name),
                 "resources": {
                     "requests": {
                         "cpu": spec.cpu,
@@ -234,7 +261,7 @@ def pod_spec(name: str, spec: ServiceSpec, pool: PoolPlacement) -> dict:
                     "timeoutSeconds": 3,
                     "failureThreshold": 3,
                 },
-                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+                "lifecycle": {"preStop": {"sleep": {"seconds": pre_stop_seconds(spec)}}},
                 "securityContext": pods.container_security(),
                 "volumeMounts": [pods.TMP_MOUNT, *model_server.volume_mounts(server)],
             }
@@ -359,7 +386,12 @@ def http_scaled_object(name: str, spec: ServiceSpec, namespace: str = NAMESPACE)
             "annotations": {keda_http.SKIP_SCALED_OBJECT_ANNOTATION: "true"},
         },
         "spec": {
-            "hosts": [wake_up_host(name, namespace), f"{name}.{namespace}.svc.cluster.local"],
+            # In-cluster names, and the public host when exposed: the load balancer passes the Host on.
+            "hosts": [
+                wake_up_host(name, namespace),
+                f"{name}.{namespace}.svc.cluster.local",
+                *([spec.exposure.host] if spec.exposure is not None else []),
+            ],
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
@@ -394,7 +426,8 @@ def service_monitor(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) ->
 
 def network_policy(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) -> dict:
     """Who may reach a service's pods: Prometheus (scrapes), clients that carry the
-    client label, and the KEDA HTTP interceptor when the service wakes through it.
+    client label, the KEDA HTTP interceptor when the service wakes through it, and the
+    load balancer's subnets when it is exposed directly.
 
     The VPC CNI's network policy agent enforces it; it always lets the pod's own node
     (kubelet probes) through (aws/aws-network-policy-agent#65).
@@ -412,6 +445,9 @@ def network_policy(name: str, spec: ServiceSpec, namespace: str = NAMESPACE) -> 
     ]
     if spec.scaling.wakes_through_interceptor:
         sources.append(peer(keda_http.NAMESPACE, keda_http.INTERCEPTOR_POD_LABELS))
+    if spec.exposed_directly and spec.exposure is not None:
+        # Target type ip: the load balancer's nodes connect to the pods from its own subnets.
+        sources += [{"ipBlock": {"cidr": cidr}} for cidr in spec.exposure.load_balancer_cidrs]
     return {
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
         "spec": {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from domain import pods
+from domain import contract, pods
 
 POD_SECURITY = pods.pod_security_labels("restricted")
 
@@ -20,6 +20,9 @@ POD_SECURITY = pods.pod_security_labels("restricted")
 @dataclass(frozen=True)
 class WorkloadNamespacesArgs:
     names: tuple[str, ...]
+    # Namespaces whose new pods get the load balancer controller's target-health readiness gate
+    # (its pod webhook, selected by this label): only where the load balancer targets pods.
+    readiness_gate: tuple[str, ...] = ()
 
 
 class WorkloadNamespaces(pulumi.ComponentResource):
@@ -28,7 +31,14 @@ class WorkloadNamespaces(pulumi.ComponentResource):
         self.namespaces = {
             ns: k8s.core.v1.Namespace(
                 f"{name}-{ns}",
-                metadata={"name": ns, "labels": {"app.kubernetes.io/part-of": "gpu-inference", **POD_SECURITY}},
+                metadata={
+                    "name": ns,
+                    "labels": {
+                        "app.kubernetes.io/part-of": "gpu-inference",
+                        **POD_SECURITY,
+                        **({contract.ALB_READINESS_GATE_LABEL: "enabled"} if ns in args.readiness_gate else {}),
+                    },
+                },
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for ns in sorted(set(args.names))

@@ -9,6 +9,7 @@ from policies.rules import (
     cluster,
     cost,
     disruption,
+    endpoints,
     helm,
     model_access,
     nodeclasses,
@@ -30,6 +31,7 @@ def all_policies() -> list[Policy]:
         *aws_resources.POLICIES,
         *model_access.POLICIES,
         *cost.POLICIES,
+        *endpoints.POLICIES,
     ]
     names = [p.name for p in policies]
     duplicates = sorted({n for n in names if names.count(n) > 1})

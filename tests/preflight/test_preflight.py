@@ -35,7 +35,7 @@ from moto import mock_aws
 from domain import versions
 from domain.amis import ssm_parameter
 from domain.settings import Settings
-from tests.conftest import settings_of, stack_config
+from tests.conftest import in_region, settings_of, stack_config
 from tools.plan.run import ROOT
 from tools.preflight import aws, checks
 from tools.preflight.__main__ import main
@@ -220,8 +220,7 @@ def test_a_zone_offering_none_of_the_families_is_a_warning(moto, tmp_path, capsy
 def test_zones_pinned_by_id_are_checked_under_this_accounts_names(moto, tmp_path, capsys):
     # moto's us-east-1 maps use1-az3 to us-east-1e and use1-az1 to us-east-1b, and, like
     # AWS, offers none of today's families in use1-az3.
-    config = dev()
-    config["aws:region"] = "us-east-1"
+    config = in_region(dev(), "us-east-1")
     config[NETWORK]["availabilityZoneIds"] = ["use1-az3", "use1-az1"]
     code, out, err = preflight(tmp_path, capsys, config, G_ONLY)
     assert code == 0, err

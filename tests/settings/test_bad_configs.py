@@ -213,7 +213,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[dict], None], list[str]]] = [
             "gpu-inference:nodePool is not a known config key (allowed: gpu-inference:environment,"
             " gpu-inference:tags, gpu-inference:network, gpu-inference:cluster, gpu-inference:karpenter,"
             " gpu-inference:nodePools, gpu-inference:monitoring, gpu-inference:inference, gpu-inference:batchJobs,"
-            " gpu-inference:loadGenerator, aws:region)"
+            " gpu-inference:loadGenerator, gpu-inference:ingress, aws:region)"
         ],
     ),
     (

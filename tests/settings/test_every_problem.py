@@ -238,6 +238,9 @@ CASES: list[tuple[str, str, Callable[[dict], None], list[str]]] = [
             "gpu-inference:inference.loadgen is the load generator's Deployment name in the same namespace: rename the"
             ' service (got "loadgen")',
             'gpu-inference:loadGenerator.target must name a service of inference: one of embed-small, llm, loadgen, qwen (got "nope")',
+            # The copy of embed-small keeps its expose: two services on one host and path.
+            "gpu-inference:inference.loadgen.expose routes the same host and path as inference.embed-small.expose"
+            ' (got {"host": "embed.dev.gpuinf.example.com", "path": "/"})',
         ],
     ),
     (

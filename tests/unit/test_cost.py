@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from domain import catalog, cost
-from tests.conftest import settings_of, stack_config
+from tests.conftest import in_region, settings_of, stack_config
 from tools.plan.run import ROOT
 
 
@@ -93,8 +93,7 @@ def test_extended_support_versions_cost_more():
 
 
 def test_a_region_without_rates_says_so():
-    config = stack_config("dev")
-    config["aws:region"] = "eu-west-1"
+    config = in_region(stack_config("dev"), "eu-west-1")
     estimate = cost.estimate(cost.CostInputs.from_settings(settings_of(config)))
     assert estimate.priced_as == "us-east-1"
     assert any("no rates for eu-west-1" in n for n in estimate.notes), estimate.notes

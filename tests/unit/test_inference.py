@@ -10,7 +10,7 @@ import pytest
 from domain import contract
 from domain.settings import ConfigError
 from infra import mapping
-from infra.workloads import inference
+from infra.workloads import endpoints, inference
 from infra.workloads.inference import InferenceService
 from infra.workloads.load_generator import LoadGenerator
 from tests.conftest import plan_of, stack_config
@@ -59,8 +59,12 @@ def test_probes_and_drain_derive_from_model_load_and_drain_time(llm, dev):
     startup = server["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= svc.model_load_seconds * 1.5
     assert startup["failureThreshold"] == math.ceil((90 * 1.5 + 60) / 5)
-    assert server["lifecycle"]["preStop"] == {"sleep": {"seconds": inference.PRE_STOP_SECONDS}}
-    assert pod["terminationGracePeriodSeconds"] == inference.PRE_STOP_SECONDS + svc.drain_seconds + 10
+    # dev exposes llm on the load balancer: its preStop waits out the target's deregistration
+    # (tests/unit/test_endpoints.py has the in-cluster-only case).
+    pre_stop = endpoints.LOAD_BALANCER_PRE_STOP_SECONDS
+    assert svc.expose is not None
+    assert server["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
+    assert pod["terminationGracePeriodSeconds"] == pre_stop + svc.drain_seconds + 10
     env = {e["name"]: e["value"] for e in server["env"]}
     assert env["DRAIN_TIMEOUT_S"] == str(svc.drain_seconds) and env["MAX_QUEUE"] == str(svc.max_queue)
 

@@ -29,10 +29,14 @@ def test_subnets_per_az_with_role_and_discovery_tags() -> None:
     assert sorted(s.inputs["availabilityZone"] for s in public) == ZONES3
     for s in private:
         assert s.inputs["tags"][contract.DISCOVERY_TAG] == "gpuinf-test", s.name
-        assert s.inputs["tags"]["kubernetes.io/role/internal-elb"] == "1", s.name
+        # Pods take their addresses here: no load balancer may share them (infra/network.py).
+        assert "kubernetes.io/role/internal-elb" not in s.inputs["tags"], s.name
+        assert "kubernetes.io/role/elb" not in s.inputs["tags"], s.name
         assert s.inputs["mapPublicIpOnLaunch"] is False
     for s in public:
+        # Both schemes' load balancers live in the public subnets (an internal one with private addresses).
         assert s.inputs["tags"]["kubernetes.io/role/elb"] == "1", s.name
+        assert s.inputs["tags"]["kubernetes.io/role/internal-elb"] == "1", s.name
         assert contract.DISCOVERY_TAG not in s.inputs["tags"], f"{s.name}: nodes must not launch in public subnets"
     vpc = ipaddress.IPv4Network("10.40.0.0/16")
     assert all(ipaddress.IPv4Network(s.inputs["cidrBlock"]).subnet_of(vpc) for s in subnets)
