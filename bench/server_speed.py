@@ -1,10 +1,12 @@
 """How fast the reference server is, old against new, measured side by side in one run.
 
-    python -m bench.server_speed [--repeats 3] [--duration 2] [--json]
+    python -m bench.server_speed [--baseline ab505c1] [--repeats 3] [--duration 2] [--nice -10] [--json]
 
 Rows (each a fresh server process on 127.0.0.1, pinned to one core):
-- `today`: the server as committed (HEAD), exported with `git archive` into a temp dir
-  and run from there; `new`: the working tree. Each with batching (MAX_BATCH_SIZE=32,
+- `today`: the server of the `--baseline` commit (default ab505c1, the day issue 16 was
+  filed), exported with `git archive REF workloads` into a temp dir and run from there
+  under the same environment knobs (checked: a knob its config does not read stops the
+  run); `new`: the working tree. Each with batching (MAX_BATCH_SIZE=32,
   MAX_WAIT_MS=5, the defaults) and without (MAX_BATCH_SIZE=1), and each of those with
   and without `--gpu-stand-in-ms` (EXTRA_BATCH_LATENCY_MS: a sleep per model call,
   standing in for a GPU's fixed per-call cost; a sleep, not compute).
@@ -26,8 +28,12 @@ did not; a failed step is measured once more, and passes if that does: one stall
 another process on a shared machine should not end the search; a step passes when every request is answered 2xx, the answered rate is >= 95 %
 of the offered one and the p99 meets the bound), and the p50 at `--p50-rates`. Repeats
 are interleaved (every row once, then every row again), and the table shows the median
-of the repeats with their range. No assertion is made on the numbers; the tests only
-run it in a tiny mode.
+of the repeats with their range. `--nice -10` (as root) gives the server processes the
+larger share of their core where other jobs run on the same machine. Per row it also reads
+the server's CPU time per answered request at `--cpu-rate` (at most half the row's max) from
+/proc: what a request costs the server's core, which the max column cannot show once the
+client is the slower side. No assertion is made on the numbers; the tests only run it in a
+tiny mode.
 """
 
 from __future__ import annotations
@@ -40,11 +46,9 @@ import math
 import os
 import random
 import re
-import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,10 +59,14 @@ from typing import Any
 import numpy as np
 import uvloop
 
-from bench.processes import START_TIMEOUT_S, wait_listening
+from bench.processes import ROOT, export_ref, missing_knobs, start_process, stop, wait_ready
+from bench.speed_report import render
 from workloads.model import build_model, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+# The `today` rows' commit: the server on the day issue 16 (its speed goal) was filed.
+BASELINE = "ab505c1"
+# Niceness added to each server process (main() sets it from --nice).
+SERVER_NICE = 0
 # How long, after the last scheduled request, the client waits for the answers still due.
 SETTLE_S = 5.0
 HEADER_END = b"\r\n\r\n"
@@ -135,6 +143,9 @@ class Result:
     max_rps: float | None
     p50_at: dict[float, float | None]
     steps: list[Step] = field(default_factory=list)
+    # Server CPU time per answered request at a fixed rate every row sustains: what a request
+    # costs the server's core, which max_rps cannot show once the client is the slower side.
+    cpu_us: float | None = None
 
 
 # -- the load client -----------------------------------------------------------------------
@@ -289,6 +300,22 @@ def offer(url: str, rate: float, duration: float, connections: int, seed: int, p
     return step
 
 
+def measurer(url: str, args: argparse.Namespace) -> Callable[[float], Step]:
+    """One measured step per call (fresh seeds): a warm-up first, not counted; a failed step is
+    measured once more with `args.retry`, since a shared machine's hiccup is not the server's."""
+    offer(url, 50, args.warmup, args.connections, 1, args.p99_ms)
+    seed = iter(range(100, 10_000))
+
+    def measure(rate: float) -> Step:
+        step = offer(url, rate, args.duration, args.connections, next(seed), args.p99_ms)
+        if not step.passed and args.retry:
+            again = offer(url, rate, args.duration, args.connections, next(seed), args.p99_ms)
+            step = again if again.passed else step
+        return step
+
+    return measure
+
+
 def find_max(
     measure: Callable[[float], Step], start: float, growth: float, max_steps: int
 ) -> tuple[float | None, list[Step]]:
@@ -322,65 +349,12 @@ def find_max(
 # -- the servers -------------------------------------------------------------------------
 
 
-def export_head(dest: Path) -> Path:
-    """The committed `workloads` package (HEAD) as files under `dest`, via `git archive` (read-only)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "workloads"], check=True, capture_output=True
-    ).stdout
-    dest.mkdir(parents=True, exist_ok=True)
-    tar_path = dest / "head.tar"
-    tar_path.write_bytes(archive)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
-def start_process(
-    argv: list[str], cwd: Path, env: dict[str, str], core: int, log_path: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-    )
-    log.close()
-    return proc, wait_listening(proc, log_path, str(argv))
-
-
-def wait_ready(url: str) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} never became ready")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def launch(
     v: Variant, model_path: Path, today_dir: Path, core: int, workdir: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     log_path = workdir / f"{v.key}.log"
     if v.kind == "ceiling":
-        return start_process([sys.executable, "-c", CEILING_APP, v.source], workdir, {}, core, log_path)
+        return start_process([sys.executable, "-c", CEILING_APP, v.source], workdir, {}, core, log_path, SERVER_NICE)
     cwd = today_dir if v.source == "today" else ROOT
     env = {
         "HOST": "127.0.0.1",
@@ -391,7 +365,24 @@ def launch(
         "MAX_WAIT_MS": "5" if v.max_batch > 1 else "0",
         "EXTRA_BATCH_LATENCY_MS": f"{v.stand_in_ms:g}",
     }
-    return start_process([sys.executable, "-m", "workloads.server"], cwd, env, core, log_path)
+    return start_process([sys.executable, "-m", "workloads.server"], cwd, env, core, log_path, SERVER_NICE)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(
+    pid: int, url: str, rate: float, args: argparse.Namespace, seed: int = 7
+) -> tuple[float | None, Step]:
+    """Server CPU microseconds per answered request while the client offers `rate` (a rate below
+    the server's max, so neither queueing nor the client's limit enters the cost)."""
+    before = process_cpu_seconds(pid)
+    step = offer(url, rate, args.cpu_seconds, args.connections, seed, args.p99_ms)
+    spent = process_cpu_seconds(pid) - before
+    return (spent / step.ok * 1e6 if step.ok and step.errors == 0 else None), step
 
 
 def bench_variant(
@@ -400,16 +391,7 @@ def bench_variant(
     proc, url = launch(v, ctx["model"], ctx["today"], ctx["server_core"], ctx["workdir"])
     try:
         wait_ready(url)
-        offer(url, 50, args.warmup, args.connections, 1, args.p99_ms)  # warm-up, not counted
-        seed = iter(range(100, 10_000))
-
-        def measure(rate: float) -> Step:
-            step = offer(url, rate, args.duration, args.connections, next(seed), args.p99_ms)
-            if not step.passed and args.retry:  # once more: a shared machine's hiccup is not the server's
-                again = offer(url, rate, args.duration, args.connections, next(seed), args.p99_ms)
-                step = again if again.passed else step
-            return step
-
+        measure = measurer(url, args)
         best, steps = find_max(measure, start_rate, growth, args.max_steps)
         p50_at = {}
         if v.kind == "server":
@@ -417,9 +399,13 @@ def bench_variant(
                 step = measure(rate)
                 steps.append(step)
                 p50_at[rate] = step.p50_ms if step.passed else None
+        cpu_us = None
+        if best and args.cpu_rate > 0:
+            cpu_us, step = cpu_per_request(proc.pid, url, min(args.cpu_rate, best / 2), args)
+            steps.append(step)
     finally:
         stop(proc)
-    return Result(v, best, p50_at, steps)
+    return Result(v, best, p50_at, steps, cpu_us)
 
 
 def ort_alone(model_path: Path, core: int, seconds: float) -> dict[str, float]:
@@ -447,30 +433,63 @@ def ort_alone(model_path: Path, core: int, seconds: float) -> dict[str, float]:
 # -- the run and its table -----------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.server_speed", description=(__doc__ or "").split("\n\n")[0])
+def load_parser(prog: str, doc: str | None, p50_rates: str) -> argparse.ArgumentParser:
+    """The options of the load and the search, shared by this benchmark and bench/peers.py."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every row (default 3)")
     parser.add_argument("--duration", type=float, default=2.0, help="seconds of load per step (default 2)")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds of light load before each row (default 0.5)")
     parser.add_argument("--p99-ms", type=float, default=50.0, help="latency bound for the max throughput (default 50)")
-    parser.add_argument("--p50-rates", default="300,600", help="rates at which the p50 is reported (default 300,600)")
+    parser.add_argument(
+        "--p50-rates", default=p50_rates, help=f"rates at which the p50 is reported (default {p50_rates})"
+    )
     parser.add_argument(
         "--start-rate", type=float, default=400.0, help="first offered rate of the search (default 400)"
     )
     parser.add_argument("--max-steps", type=int, default=10, help="most search steps per row and repeat (default 10)")
     parser.add_argument("--connections", type=int, default=128, help="client keep-alive connections (default 128)")
-    parser.add_argument("--gpu-stand-in-ms", type=float, default=2.0, help="EXTRA_BATCH_LATENCY_MS rows (default 2)")
     parser.add_argument("--no-retry", dest="retry", action="store_false", help="do not measure a failed step once more")
-    parser.add_argument("--variants", help="comma-separated row keys to run (default: all)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_load_args(parser: argparse.ArgumentParser, args: argparse.Namespace, positive: tuple[str, ...]) -> None:
+    """`--p50-rates` as numbers, and every option named in `positive` > 0 (or the parser errors)."""
     try:
         args.p50_rates = [float(r) for r in args.p50_rates.split(",") if r]
     except ValueError:
         parser.error(f"--p50-rates must be comma-separated numbers (got {args.p50_rates!r})")
-    for name in ("repeats", "duration", "p99_ms", "start_rate", "max_steps", "connections"):
+    for name in positive:
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0 (got {getattr(args, name)})")
+
+
+LOAD_OPTIONS = ("repeats", "duration", "p99_ms", "start_rate", "max_steps", "connections")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = load_parser("python -m bench.server_speed", __doc__, "300,600")
+    parser.add_argument("--gpu-stand-in-ms", type=float, default=2.0, help="EXTRA_BATCH_LATENCY_MS rows (default 2)")
+    parser.add_argument(
+        "--cpu-rate",
+        type=float,
+        default=2000.0,
+        help="offered rate of the server-CPU-per-request step (at most half the row's max; 0: none; default 2000)",
+    )
+    parser.add_argument("--cpu-seconds", type=float, default=4.0, help="seconds of that step (default 4)")
+    parser.add_argument("--variants", help="comma-separated row keys to run (default: all)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness added to every server process, e.g. -10 so that other jobs on a shared machine "
+        "take less of the server's core (below 0 needs root; default 0)",
+    )
+    parser.add_argument(
+        "--baseline", default=BASELINE, help=f"commit whose server the `today` rows run (default {BASELINE})"
+    )
+    args = parser.parse_args(argv)
+    check_load_args(parser, args, LOAD_OPTIONS)
     known = {v.key for v in variants(args.gpu_stand_in_ms)}
     args.variants = args.variants.split(",") if args.variants else None
     unknown = sorted(set(args.variants or ()) - known)
@@ -479,69 +498,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _median(values: list[float | None]) -> tuple[float | None, str]:
-    real = [v for v in values if v is not None]
-    if not real:
-        return None, "-"
-    spread = f" ({min(real):.0f}-{max(real):.0f})" if len(real) > 1 else ""
-    return statistics.median(real), spread
-
-
-def render(
-    results: dict[str, list[Result]], ort: dict[str, float], header: list[str], p50_rates: list[float], gpu_tag: str
-) -> str:
-    lines = [*header, ""]
-    cols = ["max rps @p99<=bound (range)"] + [f"p50 @{r:g} rps" for r in p50_rates]
-    lines.append(f"{'row':<30}" + "".join(f"{c:>30}" for c in cols))
-    medians: dict[str, float | None] = {}
-    p50s: dict[str, dict[float, float | None]] = {}
-    for key, runs in results.items():
-        best, spread = _median([r.max_rps for r in runs])
-        medians[key] = best
-        p50s[key] = {rate: _median([r.p50_at.get(rate) for r in runs])[0] for rate in p50_rates}
-        cells = ["-" if best is None else f"{best:.0f}{spread}"]
-        cells += ["-" if p50s[key][r] is None else f"{p50s[key][r]:.2f} ms" for r in p50_rates]
-        lines.append(f"{runs[0].variant.label:<30}" + "".join(f"{c:>30}" for c in cells))
-    lines.append(
-        f"{'ONNX Runtime alone':<30}{ort['batch32_rows_per_s']:>26.0f} rows/s at batch 32, "
-        f"{ort['batch1_calls_per_s']:.0f} calls/s at batch 1"
-    )
-    lines.append("")
-
-    def ratio(a: str, b: str) -> str:
-        x, y = medians.get(a), medians.get(b)
-        return f"x{x / y:.2f}" if x and y else "n/a"
-
-    lines.append("ratios (medians):")
-    for suffix, what in (("", ""), (gpu_tag, " with the GPU stand-in")):
-        lines.append(
-            f"  new/today{what}: batching {ratio('new-batched' + suffix, 'today-batched' + suffix)}, "
-            f"batch 1 {ratio('new-b1' + suffix, 'today-b1' + suffix)}; "
-            f"batching/batch 1: today {ratio('today-batched' + suffix, 'today-b1' + suffix)}, "
-            f"new {ratio('new-batched' + suffix, 'new-b1' + suffix)}"
-        )
-    for ceiling in ("ceiling-asyncio", "ceiling-uvloop"):
-        lines.append(
-            f"  of the {ceiling} ceiling: today {ratio('today-batched', ceiling)}, new {ratio('new-batched', ceiling)}"
-            f" (batch 1: today {ratio('today-b1', ceiling)}, new {ratio('new-b1', ceiling)})"
-        )
-    for rate in p50_rates:
-        parts = []
-        for suffix in ("", gpu_tag):
-            for source in ("today", "new"):
-                a, b = (
-                    p50s.get(f"{source}-batched{suffix}", {}).get(rate),
-                    p50s.get(f"{source}-b1{suffix}", {}).get(rate),
-                )
-                if a is not None and b is not None:
-                    parts.append(f"{source}{suffix} {a - b:+.2f} ms")
-        if parts:
-            lines.append(f"  p50 at {rate:g} rps, batching minus batch 1 (MAX_WAIT_MS=5): " + ", ".join(parts))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global SERVER_NICE
+    SERVER_NICE = args.nice
     cores = sorted(os.sched_getaffinity(0))
     server_core, client_core = cores[0], cores[-1]
     os.sched_setaffinity(0, {client_core})
@@ -549,7 +509,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Result]] = {v.key: [] for v in chosen}
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         workdir = Path(tmp)
-        today = export_head(workdir / "today")
+        try:
+            today = export_ref(workdir / "today", args.baseline)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        knobs = ["HOST", "PORT", "MODEL_PATH", "MAX_BATCH_SIZE", "MAX_WAIT_MS"]
+        knobs += ["EXTRA_BATCH_LATENCY_MS"] if any(v.stand_in_ms for v in chosen if v.source == "today") else []
+        if missing := missing_knobs(today, knobs):
+            print(f"--baseline {args.baseline}: its server does not read {', '.join(missing)}", file=sys.stderr)
+            return 2
         ctx = {
             "model": build_model(workdir / "mlp.onnx"),
             "today": today,
@@ -571,12 +540,13 @@ def main(argv: list[str] | None = None) -> int:
         f"model     reference MLP (ONNX Runtime CPU); rows +{args.gpu_stand_in_ms:g}ms: EXTRA_BATCH_LATENCY_MS sleep "
         "per model call, a stand-in for a GPU's per-call cost (a sleep, not compute)",
         f"load      1 row per request, {args.connections} keep-alive connections, {args.duration:g} s per step, "
-        f"{args.repeats} interleaved repeats (median, range); max rps: p99 <= {args.p99_ms:g} ms, no errors",
-        "today     the committed server (git archive HEAD); new: the working tree; batching = MAX_BATCH_SIZE=32 "
+        f"{args.repeats} interleaved repeats (median, range); max rps: p99 <= {args.p99_ms:g} ms, no errors"
+        + (f"; servers at nice {args.nice:+d}" if args.nice else ""),
+        f"today     the server of {args.baseline} (git archive {args.baseline}); new: the working tree; batching = MAX_BATCH_SIZE=32 "
         "MAX_WAIT_MS=5",
     ]
     if args.json:
-        rows = {k: [{"max_rps": r.max_rps, "p50_at": r.p50_at, "steps": [s.to_dict() for s in r.steps]} for r in runs]
+        rows = {k: [{"max_rps": r.max_rps, "p50_at": r.p50_at, "cpu_us": r.cpu_us, "steps": [s.to_dict() for s in r.steps]} for r in runs]
                 for k, runs in results.items()}  # fmt: skip
         print(json.dumps({"header": header, "ort": ort, "rows": rows}, indent=2))
     else:

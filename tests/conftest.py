@@ -8,6 +8,8 @@ and call `plan_of`.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -54,6 +56,13 @@ def stack_config(stack: str) -> dict[str, Any]:
     """A deep copy of `Pulumi.<stack>.yaml`'s config, safe to mutate."""
     config, _ = read_stack_file(ROOT / f"Pulumi.{stack}.yaml")
     return copy.deepcopy(config)
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
+    """The offline plan command as a user runs it (`python -m tools.plan ARGS`), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "tools.plan", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
 
 
 def in_region(config: dict[str, Any], region: str) -> dict[str, Any]:

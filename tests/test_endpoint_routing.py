@@ -14,17 +14,13 @@ interceptor's Service and Deployment come from the KEDA HTTP add-on chart, rende
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from domain import contract
-from tests.conftest import STACKS, Plan, plan_of, stack_config
+from tests.conftest import STACKS, Plan, plan_of, run_plan, stack_config
 from tests.support.endpoints import OIDC
 from tests.support.rendered import helm_or_skip
 from tools.plan import render
-from tools.plan.run import ROOT
 
 ALB = contract.ALB_ANNOTATION_PREFIX
 
@@ -132,10 +128,7 @@ def test_the_oidc_client_secret_never_reaches_the_plan_files(tmp_path):
     config_file = tmp_path / "Pulumi.oidc.yaml"
     config_file.write_text(yaml.safe_dump({"config": cfg}))
     out = tmp_path / "plan"
-    proc = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "oidc", "--config", str(config_file), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = run_plan("--stack", "oidc", "--config", str(config_file), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     leaked = [p for p in out.rglob("*") if p.is_file() and "oidc-client-secret-value" in p.read_text(errors="replace")]
     assert not leaked, f"the client secret is written to {leaked}"

@@ -7,14 +7,12 @@ test runs the plan command itself: exit 2, the messages on stderr, nothing writt
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 
 from domain.settings import ConfigError
-from tests.conftest import settings_of, stack_config
+from tests.conftest import run_plan, settings_of, stack_config
 from tests.support.endpoints import OIDC
 from tools.plan.run import ROOT
 
@@ -207,10 +205,7 @@ def test_the_plan_exits_2_naming_the_key_and_writes_nothing(tmp_path):
     assert "host: LLM" in text
     cfg_file.write_text(text)
     out = tmp_path / "plan"
-    proc = subprocess.run(
-        [sys.executable, "-m", "infra.plan", "--stack", "bad", "--config", str(cfg_file), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = run_plan("--stack", "bad", "--config", str(cfg_file), "--out", str(out))
     assert proc.returncode == 2, proc.stderr
     assert "gpu-inference:inference.llm.expose.host must be a DNS name in lowercase" in proc.stderr
     assert not out.exists()

@@ -11,10 +11,17 @@ process manager's), and a graceful close that waits for handlers still writing.
 Starlette + uvicorn would do as well for the HTTP part, but uvicorn owns the
 signals and the shutdown sequence, which is exactly what we need to control.
 
+The one request that carries the load, a plain `POST /v1/predict`, is answered by a lean
+HTTP/1.1 path of our own (`fast`: an asyncio protocol, pre-built response headers, a
+callback per batch, no task per request): aiohttp's request and response objects were
+about a third of the CPU at saturation. Every other request, and every request of a form
+that path does not take, is aiohttp's, exactly as before.
+
 Modules: `config` (settings), `metric_names` (the metric names other code relies
 on), `metrics` (the Prometheus registry), `batcher` (queue + micro-batching), `app`
-(endpoints, request bodies and lifecycle), `connections` (listen backlog, header
-deadline), `oip` (Open Inference Protocol), `__main__` (signals).
+(endpoints and lifecycle), `bodies` (request bodies, batch errors), `fast` (the lean
+/v1/predict path), `connections` (listen backlog, header deadline), `oip` (Open
+Inference Protocol), `__main__` (signals).
 
 This package imports nothing on purpose: the Pulumi program and the dashboards can
 import `workloads.server.metric_names` without aiohttp, NumPy or ONNX Runtime.

@@ -19,6 +19,9 @@ are strict JSON: never NaN or Infinity. Every prediction response (any POST, and
 anything on PREDICT_PATH, 405 included) is counted in inference_requests_total by
 status, whoever produced it (handler, framework, or an unexpected error).
 
+Plain `POST /v1/predict` requests are served by the lean path in fast.py, with the same
+answers, counting, timeouts and drain; everything else by the aiohttp app built here.
+
 Slow clients (see also connections.py): a request's headers must arrive within
 HEADER_TIMEOUT_S, its body within BODY_TIMEOUT_S after them. While its body arrives a
 request counts in inference_requests_receiving, and only once it is whole in
@@ -49,26 +52,25 @@ import functools
 import json
 import logging
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import numpy as np
 import orjson
 from aiohttp import web
 from prometheus_client import Gauge
 
 from workloads.model import Model, load_model
-from workloads.server.batcher import BatcherStoppedError, MicroBatcher, QueueFullError
+from workloads.server.batcher import MicroBatcher
+from workloads.server.bodies import RETRY_AFTER_S, BadRequestError, batch_refusal, parse_inputs
 from workloads.server.config import ServerConfig
 from workloads.server.connections import HeaderDeadline, listen
+from workloads.server.fast import PredictConnection
 from workloads.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/v1/predict"
-RETRY_AFTER_S = 1
 # After the drain, how long closing the listener may wait for handlers still writing responses.
 # aiohttp waits up to twice this (for the handler, then again after cancelling its request)
 # before it cancels the handler. Kept short on purpose: the drain is what waits for accepted
@@ -83,84 +85,6 @@ LISTENER_QUIET_S = 0.25
 # Strict JSON out: a NaN that slipped past the checks fails loudly here (a 500, counted)
 # instead of reaching a client whose parser rejects it.
 dumps = functools.partial(json.dumps, allow_nan=False)
-
-
-class BadRequestError(ValueError):
-    """The request body is not a valid prediction request; the message is shown to the client."""
-
-
-def parse_inputs(body: bytes, input_size: int) -> np.ndarray:
-    """Validate a request body and return its inputs as a float32 `[rows, input_size]` array.
-
-    A well-formed request takes the fast path (orjson, one numpy conversion); anything else
-    is parsed again by the strict path below, whose checks and messages decide its 400.
-    """
-    fast = _parse_fast(body, input_size)
-    return fast if fast is not None else _parse_strict(body, input_size)
-
-
-def _parse_fast(body: bytes, input_size: int) -> np.ndarray | None:
-    """The inputs of a well-formed request, or None: then `_parse_strict` decides (and words the 400).
-
-    Returns an array only where the strict path would return the same one: numbers only
-    (numpy would take JSON true/false as 1/0, hence the byte scan: any `true`/`false` in the
-    body, even inside a string, goes the strict way), `[rows, input_size]` of int or float
-    (strings, nulls, objects, ragged or deeper rows give another dtype or shape), finite in
-    float32. orjson is strict RFC 8259 JSON (no NaN literals, UTF-8 only, at most 1024 levels
-    deep); what it refuses, the strict path parses again and refuses with its own message.
-    """
-    if b"true" in body or b"false" in body:
-        return None
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    rows = payload.get("inputs") if type(payload) is dict else None
-    if type(rows) is not list or not rows:
-        return None
-    try:
-        parsed = np.array(rows)
-    except (ValueError, TypeError, OverflowError):  # ragged rows, integers past 64 bits ...
-        return None
-    if parsed.ndim != 2 or parsed.shape[1] != input_size or parsed.dtype.kind not in "if":
-        return None
-    with np.errstate(over="ignore"):
-        array = parsed.astype(np.float32)
-    return array if np.isfinite(array).all() else None
-
-
-def _parse_strict(body: bytes, input_size: int) -> np.ndarray:
-    try:
-        payload = json.loads(body)
-    except RecursionError:  # `[[[[...` deeper than the interpreter's recursion limit
-        raise BadRequestError("body is nested too deeply to be a prediction request") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequestError(f"body is not valid JSON: {exc}") from None
-    except ValueError:  # what else json raises: an integer past sys.get_int_max_str_digits()
-        raise BadRequestError(
-            f"body holds an integer longer than {sys.get_int_max_str_digits()} digits; send float32 values"
-        ) from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise BadRequestError('body must be a JSON object with an "inputs" key')
-    rows = payload["inputs"]
-    if not isinstance(rows, list) or not rows:
-        raise BadRequestError(f'"inputs" must be a non-empty list of rows of {input_size} numbers')
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != input_size:
-            got = f"{len(row)} items" if isinstance(row, list) else type(row).__name__
-            raise BadRequestError(f"inputs[{i}] must be a list of {input_size} numbers (got {got})")
-        for j, value in enumerate(row):
-            # bool is an int subclass; JSON true/false is not a feature value.
-            if type(value) not in (int, float):
-                raise BadRequestError(f"inputs[{i}][{j}] must be a number (got {json.dumps(value)})")
-    with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
-        try:
-            array = np.asarray(rows, dtype=np.float32)
-        except OverflowError:  # an integer past float64 (a few hundred digits)
-            array = np.array([np.inf], dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise BadRequestError("inputs must be finite numbers that fit in float32 (no NaN or Infinity)")
-    return array
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -178,25 +102,11 @@ async def run_batch(batcher: MicroBatcher, inputs: Any, max_queue: int) -> Any:
     (the same for /v1/predict and the Open Inference Protocol's infer)."""
     try:
         result = await batcher.submit(inputs)
-    except QueueFullError:
-        return error(
-            429, f"queue is full ({max_queue} requests waiting); retry later", {"Retry-After": str(RETRY_AFTER_S)}
-        )
-    except BatcherStoppedError as exc:  # the drain timed out
-        return error(503, f"{exc}; retry on another replica", {"Connection": "close"})
-    except Exception:
-        log.exception("prediction failed")
-        return error(500, "model failed on this batch")
-    if not np.isfinite(result.outputs).all():
-        # 422, not 500: the request is well-formed and the server healthy; these finite
-        # inputs drive the model past float32, and would again on any replica. A 5xx would
-        # let any client fire the error-rate alert; NaN in the body breaks strict parsers.
-        return error(
-            422,
-            "the model's outputs for these inputs are not finite (they overflow float32); "
-            "send inputs of smaller magnitude",
-        )
-    return result
+    except Exception as exc:
+        refused = batch_refusal(exc, max_queue)
+    else:
+        refused = batch_refusal(None, max_queue, result)
+    return result if refused is None else error(*refused)
 
 
 class InferenceServer:
@@ -231,7 +141,9 @@ class InferenceServer:
         self._accepting: asyncio.Server | None = None  # accepts on _listener
         self._listener: socket.socket | None = None
         self.url = ""
-        self._model_name = config.display_model_name  # a property that builds a Path: once, not per request
+        self.model_name = config.display_model_name  # a property that builds a Path: once, not per request
+        # Connections served by the lean /v1/predict path (fast.py); aiohttp's are in its server's list.
+        self.lean_connections: set[PredictConnection] = set()
         self.app = self._build_app()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -269,7 +181,8 @@ class InferenceServer:
 
     def _protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         assert self._runner is not None and self._runner.server is not None
-        return HeaderDeadline.factory(self._runner.server, self.config.header_timeout_s)
+        aiohttp_protocol = self._runner.server
+        return lambda: PredictConnection(self, aiohttp_protocol)
 
     async def _load(self) -> None:
         try:
@@ -324,6 +237,15 @@ class InferenceServer:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def batcher(self) -> MicroBatcher | None:
+        """The batcher, once the model is loaded (until close())."""
+        return self._batcher
+
+    def touch(self) -> None:
+        """A request started or ended now (the drain closes the listener once it is quiet)."""
+        self._last_activity = time.monotonic()
+
     def begin_drain(self) -> None:
         """Readiness false now; new requests are taken for TERM_GRACE_S more (none when it is 0)."""
         if self._drain_started is None:
@@ -370,7 +292,11 @@ class InferenceServer:
         end = time.monotonic() + max(timeout, 0.0)
 
         def quiet() -> bool:
-            return not server.connections and time.monotonic() - self._last_activity >= LISTENER_QUIET_S
+            return (
+                not server.connections
+                and not self.lean_connections
+                and time.monotonic() - self._last_activity >= LISTENER_QUIET_S
+            )
 
         while not quiet() and time.monotonic() < end:
             await asyncio.sleep(CONNECTION_POLL_S)
@@ -378,10 +304,11 @@ class InferenceServer:
         # Sleep before looking: a connection accepted just before the listener closed joins
         # `server.connections` a few loop iterations later.
         await asyncio.sleep(CONNECTION_POLL_S)
-        while server.connections and time.monotonic() < end:
+        while (server.connections or self.lean_connections) and time.monotonic() < end:
             await asyncio.sleep(CONNECTION_POLL_S)
-        if server.connections:
-            log.info("draining: closing %d idle keep-alive connections", len(server.connections))
+        if server.connections or self.lean_connections:
+            open_now = len(server.connections) + len(self.lean_connections)
+            log.info("draining: closing %d idle keep-alive connections", open_now)
 
     async def _stop_listening(self) -> None:
         """Close the listener without resetting a connection the kernel already completed.
@@ -421,6 +348,11 @@ class InferenceServer:
         if self._accepting is not None:
             self._accepting.close()
             self._accepting = None
+        for conn in list(self.lean_connections):
+            conn.close_idle()
+        await asyncio.sleep(0)  # lean requests the stopped batcher failed: their 503s are written
+        for conn in list(self.lean_connections):
+            conn.abort()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -547,18 +479,25 @@ class InferenceServer:
 
     @contextlib.asynccontextmanager
     async def _counted(self, gauge: Gauge, *, in_flight: bool) -> AsyncIterator[None]:
+        self.enter(gauge, in_flight=in_flight)
+        try:
+            yield
+        finally:
+            self.leave(gauge, in_flight=in_flight)
+
+    def enter(self, gauge: Gauge, *, in_flight: bool) -> None:
+        """A request starts receiving (gauge: receiving) or is in flight: a drain waits for it."""
         self._active += 1
         self._in_flight += in_flight
         gauge.inc()
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self._active -= 1
-            self._in_flight -= in_flight
-            gauge.dec()
-            if self._active == 0:
-                self._idle.set()
+
+    def leave(self, gauge: Gauge, *, in_flight: bool) -> None:
+        self._active -= 1
+        self._in_flight -= in_flight
+        gauge.dec()
+        if self._active == 0:
+            self._idle.set()
 
     async def discard_body(self, request: web.Request) -> None:
         """Read and drop a body (bounded by BODY_TIMEOUT_S) before refusing its request."""
@@ -577,7 +516,7 @@ class InferenceServer:
             return result
         payload: dict[str, Any] = {
             "outputs": result.outputs.tolist(),
-            "model": self._model_name,
+            "model": self.model_name,
             "batch_size": result.batch_size,
         }
         # orjson: what json.dumps(allow_nan=False) writes, several times faster (outputs are
