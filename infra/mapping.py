@@ -506,7 +506,7 @@ def _auth(auth: model.AuthSettings | None) -> tuple[OidcAuth | CognitoAuth | Non
     if auth is None:
         return None, None
     common = {
-        "scope": (auth.oidc or auth.cognito).scope,  # type: ignore[union-attr]
+        "scope": auth.scope,
         "on_unauthenticated": auth.on_unauthenticated,
         "session_timeout_seconds": auth.session_timeout_seconds,
     }

@@ -8,6 +8,7 @@ and call `plan_of`.
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -58,10 +59,16 @@ def stack_config(stack: str) -> dict[str, Any]:
     return copy.deepcopy(config)
 
 
-def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
-    """The offline plan command as a user runs it (`python -m tools.plan ARGS`), output captured."""
+def run_plan(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The offline plan command as a user runs it (`python -m tools.plan ARGS`), output captured;
+    `env` is added to this process's environment."""
     return subprocess.run(
-        [sys.executable, "-m", "tools.plan", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "tools.plan", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 

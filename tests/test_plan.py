@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from domain import versions
+from tests import conftest
 from tests.conftest import STACKS, stack_config
 from tools.plan.run import read_stack_file
 
@@ -19,9 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_plan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tools.plan", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return conftest.run_plan(*args)
 
 
 def write_stack(tmp_path: Path, config: dict[str, Any], name: str = "variant") -> Path:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +19,9 @@ import yaml
 from pulumi_policy import StackValidationPolicy
 
 from policies.rules import all_policies
-from tests.conftest import Plan, stack_config
+from tests.conftest import Plan, run_plan, stack_config
 from tools.plan.mocks import Recorded
 from tools.plan.policies import check
-from tools.plan.run import ROOT
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 Edit = Callable[[list[Recorded]], list[Recorded]]
@@ -154,13 +151,7 @@ def test_a_stack_policy_violation_through_the_command_exits_3(tmp_path: Path) ->
     stack_file = tmp_path / "Pulumi.variant.yaml"
     stack_file.write_text(yaml.safe_dump({"config": config}))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out), "--config", str(stack_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_plan("--stack", "dev", "--out", str(out), "--config", str(stack_file))
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "[max-hourly-spend] (stack): worst-case spend $" in proc.stderr, proc.stderr
     report = json.loads((out / "policy-report.json").read_text())

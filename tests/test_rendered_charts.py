@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ import yaml
 
 from domain import contract, versions
 from domain.scheduling import pod_fits, pools_accepting, tolerates
-from tests.conftest import Plan, plan_of, stack_config
+from tests.conftest import Plan, plan_of, run_plan, stack_config
 from tests.support.rendered import (
     Validator,
     ValueCase,
@@ -417,14 +415,7 @@ def test_an_ignored_value_is_found(helm: str, rendered_stacks: dict[str, Rendere
 
 
 def _run_plan(out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+    return run_plan("--stack", "dev", "--out", str(out), env=env)
 
 
 def test_the_plan_writes_every_rendered_object(

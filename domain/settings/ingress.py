@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from domain.settings.base import ConfigModel, unique
 from domain.settings.errors import field_error, raise_all, value_error
+from domain.settings.patterns import CONFIG_KEY_NAME
 
 # RFC 1123 host name: dot-separated labels of 1..63 letters, digits and '-', at most 253 characters;
 # at least two labels (a bare name is no endpoint a client can resolve).
@@ -27,7 +28,6 @@ PATH = r"^/[A-Za-z0-9._~/-]*$"
 ACM_CERTIFICATE = r"^arn:aws(-cn|-us-gov)?:acm:(?P<region>[a-z]{2}(-[a-z]+)+-\d):\d{12}:certificate/[0-9a-f-]{36}$"
 HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~/%-]*)?$"
 COGNITO_POOL = r"^arn:aws(-cn|-us-gov)?:cognito-idp:[a-z]{2}(-[a-z]+)+-\d:\d{12}:userpool/[\w-]+_[0-9A-Za-z]+$"
-SECRET_KEY_NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
 # Current TLS 1.3 + 1.2 policies of ALB (Elastic Load Balancing docs, "Security policies for
 # your Application Load Balancer"); the default allows no TLS 1.0/1.1.
 SSL_POLICIES = (
@@ -55,7 +55,7 @@ class OidcSettings(ConfigModel):
     user_info_endpoint: Annotated[str, Field(alias="userInfoEndpoint", pattern=HTTPS_URL)]
     client_id: Annotated[str, Field(alias="clientId", min_length=1, max_length=256)]
     # Name of a Pulumi secret config key holding the client secret (`pulumi config set --secret NAME`).
-    client_secret: Annotated[str, Field(alias="clientSecret", pattern=SECRET_KEY_NAME)]
+    client_secret: Annotated[str, Field(alias="clientSecret", pattern=CONFIG_KEY_NAME)]
     scope: Annotated[str, Field(min_length=1)] = "openid"
 
 
@@ -90,6 +90,13 @@ class AuthSettings(ConfigModel):
     @property
     def kind(self) -> Literal["oidc", "cognito"]:
         return "oidc" if self.oidc is not None else "cognito"
+
+    @property
+    def scope(self) -> str:
+        """The claims asked of the provider that is set."""
+        provider = self.oidc or self.cognito
+        assert provider is not None  # exactly one is set
+        return provider.scope
 
 
 class IngressSettings(ConfigModel):

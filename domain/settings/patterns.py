@@ -16,6 +16,8 @@ DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 AMI_ALIAS = r"^(al2023|bottlerocket)@(v[0-9]{8}|[0-9]+\.[0-9]+\.[0-9]+)$"
 IAM_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]+$"
 REGION = r"^[a-z]{2}-[a-z]+-[0-9]$"
+# The name of a Pulumi config key (`pulumi config set --secret NAME`) that a setting refers to.
+CONFIG_KEY_NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
 SNAPSHOT_ID = r"^snap-[0-9a-f]{8,17}$"
 CAPACITY_RESERVATION_ID = r"^cr-[0-9a-z]+$"  # the EC2NodeClass CRD's own pattern (Karpenter v1.14.1)
 SECURITY_GROUP_ID = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"

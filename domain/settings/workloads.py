@@ -14,7 +14,7 @@ from domain.priorities import PriorityLevel
 from domain.settings.base import ConfigModel, PinnedImage
 from domain.settings.errors import field_error, raise_all, value_error
 from domain.settings.ingress import ExposeSettings
-from domain.settings.patterns import QUANTITY
+from domain.settings.patterns import CONFIG_KEY_NAME, QUANTITY
 
 
 class ScaleUpSettings(ConfigModel):
@@ -84,7 +84,6 @@ class ScalingSettings(ConfigModel):
 
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-CONFIG_KEY_NAME = r"^[A-Za-z][A-Za-z0-9_-]*$"
 URL_PATH = r"^/[A-Za-z0-9._~/%-]*$"
 
 

@@ -3,16 +3,13 @@ offline plan exits 2 writing nothing."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from domain.settings import ConfigError, raw_from_stack_config
-from tests.conftest import settings_of, stack_config
-from tools.plan.run import ROOT
+from tests.conftest import run_plan, settings_of, stack_config
 
 INF = "gpu-inference:inference"
 KEY = "gpu-inference:inference.x"
@@ -88,10 +85,7 @@ def test_plan_exits_2_naming_the_key_and_writes_nothing(tmp_path: Path) -> None:
     stack = tmp_path / "Pulumi.variant.yaml"
     stack.write_text(yaml.safe_dump({"config": config}))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out), "--config", str(stack)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_plan("--stack", "dev", "--out", str(out), "--config", str(stack))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "gpu-inference:inference.chat.model.uri is required for server vllm" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()

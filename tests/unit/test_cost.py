@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from domain import catalog, cost
-from tests.conftest import in_region, settings_of, stack_config
-from tools.plan.run import ROOT
+from tests.conftest import in_region, run_plan, settings_of, stack_config
 
 
 def test_every_catalog_family_has_prices_and_matching_gpu_counts():
@@ -101,10 +98,7 @@ def test_a_region_without_rates_says_so():
 
 def test_plan_writes_cost_to_summary_and_metadata(tmp_path):
     out = tmp_path / "plan"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = run_plan("--stack", "dev", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((out / "resources.json").read_text())["metadata"]["cost"]
     assert meta["pools"]["gpu"]["worstCasePerHour"] == pytest.approx(8.144)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from domain import contract, scheduling, versions
 from domain.settings import ConfigError
 from infra import mapping, warmup
-from tests.conftest import plan_of, settings_of, stack_config
+from tests.conftest import plan_of, run_plan, settings_of, stack_config
 from tests.support.schemas import validate
 from tests.unit.helpers import assert_parented, build, named, of_type
-from tools.plan.run import ROOT
 
 NP = "gpu-inference:nodePools"
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/llm:1.4.2"
@@ -174,10 +170,7 @@ def test_warm_gpus_above_the_limit_exits_2_from_the_plan(tmp_path):
     stack_file = tmp_path / "Pulumi.warm.yaml"
     stack_file.write_text(yaml.safe_dump({"config": config}))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--config", str(stack_file), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = run_plan("--stack", "dev", "--config", str(stack_file), "--out", str(out))
     assert proc.returncode == 2, proc.stderr
     assert "gpu-inference:nodePools.gpu.warmGpus must be at most" in proc.stderr
     assert not out.exists()
@@ -187,10 +180,7 @@ def test_headroom_cost_shows_in_the_summary(tmp_path):
     stack_file = tmp_path / "Pulumi.warm.yaml"
     stack_file.write_text(yaml.safe_dump({"config": warm_config()}))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.plan", "--stack", "dev", "--config", str(stack_file), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    proc = run_plan("--stack", "dev", "--config", str(stack_file), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     # gpu: 2 GPUs, each held with llm's 2 CPUs / 12 GiB: one per g6.xlarge (4 vCPUs, 16 GiB, $0.8048).
     # gpu-shared: 4 slices = 1 g6 GPU held with 4 x (1 CPU, 4 GiB) of embed-small and the batch job:
